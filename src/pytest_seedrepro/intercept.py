@@ -1,0 +1,299 @@
+"""Seeing every OpenAI SDK request of a test: pin it on the way out, observe the answer.
+
+The openai SDK is patched at two methods that exist with the same shape from
+openai 1.x (httpx) to 3.x (httpx2):
+
+- ``SyncAPIClient.request`` / ``AsyncAPIClient.request``: every API call enters
+  here once (retries loop inside it). Pinning here, before the async client's
+  first ``await``, makes ``Call.index`` the issue order even for calls fired
+  together with ``asyncio.gather``.
+- ``_process_response``: gets the final ``Response`` of a call. Its byte stream is
+  teed, so what the caller reads (whole body or SSE stream) is also parsed into
+  the ``Call``.
+
+Patching the classes, not a client, covers clients that the code under test
+builds itself. The patches do nothing unless a ``seeded_llm`` test is running.
+This module imports openai, so only the fixture imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from openai import _base_client
+from openai._compat import model_copy
+
+from pytest_seedrepro.calls import Call, is_pinnable
+
+if TYPE_CHECKING:
+    from openai._models import FinalRequestOptions
+
+#: Request header that carries no secret and lets the response find its ``Call``.
+#: The SDK reuses an idempotency key across retries, so one call is one entry.
+_KEY_PREFIX = "seedrepro-"
+
+RequestHook = Callable[["FinalRequestOptions"], "FinalRequestOptions"]
+
+
+class ActiveTest:
+    """The calls of the one test that is running in this process.
+
+    pytest runs one test at a time per process (xdist uses processes), but the
+    code under test may call the API from several threads, hence the lock.
+    """
+
+    def __init__(self, prepare_body: Callable[[str, dict[str, Any]], tuple[dict[str, Any], bool]]) -> None:
+        self._prepare_body = prepare_body
+        self._lock = threading.Lock()
+        self.calls: list[Call] = []
+        self._by_key: dict[str, Call] = {}
+
+    def before_request(self, options: FinalRequestOptions) -> FinalRequestOptions:
+        body = options.json_data
+        if str(options.method).lower() == "get" or not isinstance(body, dict):
+            return options
+        options = model_copy(options)
+        if options.extra_json:
+            # extra_body would be merged over the pinned body when the SDK builds
+            # the request; merge it first so pins and the recorded body agree.
+            body = {**body, **options.extra_json}
+            options.extra_json = None
+        path = str(options.url)
+        pinned_body, pinned = self._prepare_body(path, dict(body))
+        options.json_data = pinned_body
+        # Ask for gzip only: vcrpy decodes gzip into readable recordings but not
+        # zstd/br, which httpx2 offers when their packages are installed.
+        options.headers = {**(options.headers or {}), "Accept-Encoding": "gzip"}
+        if options.idempotency_key is None:
+            options.idempotency_key = _KEY_PREFIX + uuid.uuid4().hex
+        with self._lock:
+            call = Call(
+                index=len(self.calls),
+                endpoint=path,
+                request=pinned_body,
+                pinned=pinned,
+                stream=bool(pinned_body.get("stream")),
+            )
+            self.calls.append(call)
+            self._by_key[options.idempotency_key] = call
+        return options
+
+    def call_for(self, options: FinalRequestOptions) -> Call | None:
+        key = options.idempotency_key
+        return self._by_key.get(key) if key else None
+
+
+#: The running test, or None between tests. A module global on purpose: the SDK
+#: code that reaches the patches has no path back to pytest's config or stash.
+_active: ActiveTest | None = None
+_originals: dict[tuple[type, str], Any] = {}
+
+
+def activate(test: ActiveTest | None) -> None:
+    """Route SDK traffic to ``test`` (or stop, with ``None``)."""
+    global _active
+    _active = test
+
+
+def install() -> None:
+    """Patch the SDK's client base classes once per process (idempotent)."""
+    if _originals:
+        return
+    sync_cls, async_cls = _base_client.SyncAPIClient, _base_client.AsyncAPIClient
+    sync_request, async_request = sync_cls.request, async_cls.request
+    sync_process, async_process = sync_cls._process_response, async_cls._process_response
+
+    def request(self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any) -> Any:
+        test = _active
+        if test is not None:
+            options = test.before_request(options)
+        return sync_request(self, cast_to, options, *args, **kwargs)
+
+    async def arequest(self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any) -> Any:
+        test = _active
+        if test is not None:
+            options = test.before_request(options)
+        return await async_request(self, cast_to, options, *args, **kwargs)
+
+    def process_response(self: Any, **kwargs: Any) -> Any:
+        _observe(kwargs["options"], kwargs["response"], kwargs.get("stream", False), is_async=False)
+        return sync_process(self, **kwargs)
+
+    async def aprocess_response(self: Any, **kwargs: Any) -> Any:
+        _observe(kwargs["options"], kwargs["response"], kwargs.get("stream", False), is_async=True)
+        return await async_process(self, **kwargs)
+
+    for cls, name, new in (
+        (sync_cls, "request", request),
+        (async_cls, "request", arequest),
+        (sync_cls, "_process_response", process_response),
+        (async_cls, "_process_response", aprocess_response),
+    ):
+        _originals[(cls, name)] = cls.__dict__[name]
+        setattr(cls, name, new)
+
+
+def uninstall() -> None:
+    """Undo :func:`install`."""
+    for (cls, name), original in _originals.items():
+        setattr(cls, name, original)
+    _originals.clear()
+
+
+def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_async: bool) -> None:
+    test = _active
+    call = test.call_for(options) if test is not None else None
+    if call is None:
+        return
+    # httpcore stamps "http_version" on every response that came over the wire;
+    # vcrpy's replayed responses carry at most a reason phrase.
+    call.replayed = "http_version" not in (response.extensions or {})
+    if not stream and not call.stream:
+        try:
+            response.read()
+            _fill_from_body(call, response.content)
+        except Exception as exc:  # the SDK will raise its own error; keep ours on the call
+            call.error = f"{type(exc).__name__}: {exc}"
+        return
+    httpx_module = _module_of(response)
+    encoding = response.headers.get("content-encoding", "")
+    sink = _StreamSink(call, encoding)
+    inner = response.stream
+    if is_async:
+        response.stream = _make_async_tee(httpx_module.AsyncByteStream, inner, sink)
+    else:
+        response.stream = _make_sync_tee(httpx_module.SyncByteStream, inner, sink)
+
+
+def _module_of(response: Any) -> Any:
+    import sys
+
+    return sys.modules[type(response).__module__.split(".")[0]]
+
+
+class _StreamSink:
+    """Collects a stream's raw bytes; parses them once, when the stream ends or closes."""
+
+    def __init__(self, call: Call, encoding: str) -> None:
+        self.call = call
+        self.parts: list[bytes] = []
+        self.done = False
+        self._gzip = "gzip" in encoding
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        raw = b"".join(self.parts)
+        if self._gzip:
+            try:
+                raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw)
+            except zlib.error:
+                pass
+        _fill_from_sse(self.call, raw)
+
+
+def _make_sync_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
+    class TeeStream(base):  # type: ignore[misc, valid-type]
+        def __iter__(self) -> Iterator[bytes]:
+            for part in inner:
+                sink.parts.append(part)
+                yield part
+            sink.finish()
+
+        def close(self) -> None:
+            sink.finish()
+            inner.close()
+
+    return TeeStream()
+
+
+def _make_async_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
+    class TeeStream(base):  # type: ignore[misc, valid-type]
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for part in inner:
+                sink.parts.append(part)
+                yield part
+            sink.finish()
+
+        async def aclose(self) -> None:
+            sink.finish()
+            await inner.aclose()
+
+    return TeeStream()
+
+
+def _fill_from_body(call: Call, content: bytes) -> None:
+    data = json.loads(content)
+    call.model = data.get("model")
+    call.system_fingerprint = data.get("system_fingerprint")
+    call.usage = data.get("usage")
+    call.output = _text_of(data)
+
+
+def _text_of(data: dict[str, Any]) -> str:
+    """The output text of a chat, legacy completion or Responses API object."""
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices:
+        choice = choices[0]
+        if "text" in choice:
+            return str(choice.get("text") or "")
+        message = choice.get("message") or {}
+        if message.get("content") is not None:
+            return str(message["content"])
+        if message.get("tool_calls"):
+            return json.dumps(message["tool_calls"], sort_keys=True, indent=1)
+        return ""
+    if isinstance(data.get("output"), list):
+        return "".join(
+            part.get("text", "")
+            for item in data["output"]
+            if isinstance(item, dict)
+            for part in item.get("content") or []
+            if isinstance(part, dict) and part.get("type") == "output_text"
+        )
+    return ""
+
+
+def _fill_from_sse(call: Call, raw: bytes) -> None:
+    pieces: list[str] = []
+    fingerprints: list[str] = []
+    saw_event = False
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if not payload or payload == "[DONE]":
+            continue
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            continue
+        saw_event = True
+        fingerprint = chunk.get("system_fingerprint")
+        if fingerprint is not None and fingerprint not in fingerprints:
+            fingerprints.append(fingerprint)
+        if call.model is None and chunk.get("model"):
+            call.model = chunk["model"]
+        if chunk.get("usage"):
+            call.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            if "text" in choice:
+                pieces.append(choice.get("text") or "")
+            else:
+                pieces.append((choice.get("delta") or {}).get("content") or "")
+    if not saw_event:
+        call.error = call.error or "the stream ended before any event arrived"
+        return
+    # A stream's fingerprint is the first non-null one among its chunks: vLLM
+    # stamps only the last chunk, Azure's first chunk has none.
+    call.system_fingerprint = fingerprints[0] if fingerprints else None
+    call.chunk_fingerprints = tuple(fingerprints)
+    call.output = "".join(pieces)

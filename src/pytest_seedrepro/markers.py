@@ -1,0 +1,100 @@
+"""The ``seed``, ``llm_params`` and ``on_fingerprint_change`` markers: validation and resolution.
+
+Markers work on functions, classes and modules. ``item.iter_markers`` yields
+the nearest first, so the nearest ``seed`` and ``on_fingerprint_change`` win,
+and ``llm_params`` are merged from the farthest to the nearest, key by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pytest_seedrepro.options import POLICIES
+
+MARKER_LINES = (
+    "seed(n): pin the seed of this test's LLM requests to the integer n (pytest-seedrepro)",
+    "llm_params(**params): pin request parameters of this test's LLM requests, e.g. "
+    "llm_params(model='gpt-4o-mini', temperature=0) (pytest-seedrepro)",
+    "on_fingerprint_change(policy): 'skip', 'warn' or 'fail' when system_fingerprint changed "
+    "and the output with it (pytest-seedrepro)",
+)
+
+
+class MarkerError(Exception):
+    """A marker was given arguments the plugin cannot use."""
+
+
+@dataclass(frozen=True)
+class Pins:
+    """What the markers of one test pin."""
+
+    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    policy: str | None = None
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _seed(mark: pytest.Mark) -> int:
+    args = list(mark.args)
+    if "seed" in mark.kwargs:
+        args.append(mark.kwargs["seed"])
+    extra = set(mark.kwargs) - {"seed"}
+    if extra or len(args) != 1:
+        raise MarkerError(f"@pytest.mark.seed takes exactly one integer, got args={mark.args!r} kwargs={mark.kwargs!r}")
+    value = args[0]
+    # bool is an int subclass, but seed(True) is certainly a mistake.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MarkerError(f"@pytest.mark.seed takes an integer, got {_describe(value)}")
+    return value
+
+
+def _params(mark: pytest.Mark) -> dict[str, Any]:
+    if mark.args:
+        raise MarkerError(
+            f"@pytest.mark.llm_params takes keyword arguments only (e.g. temperature=0), got positional {mark.args!r}"
+        )
+    if "seed" in mark.kwargs:
+        raise MarkerError("@pytest.mark.llm_params cannot pin 'seed': use @pytest.mark.seed(n)")
+    return dict(mark.kwargs)
+
+
+def _policy(mark: pytest.Mark) -> str:
+    args = list(mark.args)
+    if "policy" in mark.kwargs:
+        args.append(mark.kwargs["policy"])
+    if set(mark.kwargs) - {"policy"} or len(args) != 1 or args[0] not in POLICIES:
+        shown = _describe(args[0]) if len(args) == 1 else f"args={mark.args!r} kwargs={mark.kwargs!r}"
+        raise MarkerError(f"@pytest.mark.on_fingerprint_change takes one of {', '.join(POLICIES)}, got {shown}")
+    return str(args[0])
+
+
+def resolve(node: pytest.Item | Any) -> Pins:
+    """The pins of ``node`` (an item or a ``FunctionDefinition``); raises ``MarkerError``."""
+    seed_marks = list(node.iter_markers("seed"))
+    for mark in seed_marks:  # validate all, not only the winner: a typo on a class is still a typo
+        _seed(mark)
+    params: dict[str, Any] = {}
+    for mark in reversed(list(node.iter_markers("llm_params"))):
+        params.update(_params(mark))
+    policy_marks = list(node.iter_markers("on_fingerprint_change"))
+    for mark in policy_marks:
+        _policy(mark)
+    return Pins(
+        seed=_seed(seed_marks[0]) if seed_marks else None,
+        params=params,
+        policy=_policy(policy_marks[0]) if policy_marks else None,
+    )
+
+
+def validate_at_collection(definition: Any) -> None:
+    """Turn a bad marker into a one-line collection error naming the test and the value."""
+    try:
+        resolve(definition)
+    except MarkerError as exc:
+        pytest.fail(f"{definition.nodeid}: {exc}", pytrace=False)

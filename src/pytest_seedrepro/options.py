@@ -1,0 +1,144 @@
+"""Command-line flags and ini keys, and the one place that resolves them.
+
+Precedence, for every option: command-line flag > environment variable (only
+``SEEDREPRO_MODE``) > ini key > default. A bad value is a ``pytest.UsageError``
+that names the valid values, so pytest prints one line and exits with code 4.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Final
+
+import pytest
+
+MODES: Final = ("replay", "record", "rerecord", "live")
+POLICIES: Final = ("skip", "warn", "fail")
+
+DEFAULT_MODE: Final = "replay"
+DEFAULT_POLICY: Final = "skip"
+#: The seed of tests with no ``seed`` marker, unless ``--seedrepro-seed`` says otherwise.
+DEFAULT_SEED: Final = 1234
+DEFAULT_MODEL: Final = "gpt-4o-mini"
+DEFAULT_CASSETTE_DIR: Final = "cassettes"
+MODE_ENV_VAR: Final = "SEEDREPRO_MODE"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options in effect for this run."""
+
+    mode: str
+    on_fingerprint_change: str
+    default_seed: int
+    model: str
+    base_url: str | None
+    cassette_dir: str
+
+    @property
+    def writes_recordings(self) -> bool:
+        """Whether this mode may call the API and write cassettes."""
+        return self.mode in ("record", "rerecord")
+
+    @property
+    def calls_api(self) -> bool:
+        """Whether this mode may reach the network at all."""
+        return self.mode != "replay"
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every flag with its ini twin."""
+    group = parser.getgroup("seedrepro", "reproducible LLM tests (pytest-seedrepro)")
+    _add(
+        parser,
+        group,
+        "seedrepro_mode",
+        "MODE",
+        f"{{{','.join(MODES)}}}: replay recordings only, record what is missing, re-record all, "
+        f"or call the API without recording (default: {DEFAULT_MODE}; env {MODE_ENV_VAR})",
+    )
+    _add(
+        parser,
+        group,
+        "seedrepro_on_fingerprint_change",
+        "POLICY",
+        f"{{{','.join(POLICIES)}}}: what a test does when system_fingerprint changed and the output "
+        f"with it (default: {DEFAULT_POLICY})",
+    )
+    _add(parser, group, "seedrepro_seed", "SEED", f"seed of tests with no seed marker (default: {DEFAULT_SEED})")
+    _add(
+        parser,
+        group,
+        "seedrepro_model",
+        "MODEL",
+        f"model used by seeded_llm.complete() when neither the call nor llm_params names one "
+        f"(default: {DEFAULT_MODEL})",
+    )
+    _add(
+        parser,
+        group,
+        "seedrepro_base_url",
+        "URL",
+        "API base URL for seeded_llm's clients and for clients the code under test builds "
+        "(default: the SDK's, i.e. OPENAI_BASE_URL or api.openai.com)",
+    )
+    _add(
+        parser,
+        group,
+        "seedrepro_cassette_dir",
+        "DIR",
+        f"recordings directory, relative to each test module's directory (default: {DEFAULT_CASSETTE_DIR})",
+    )
+
+
+def _add(parser: pytest.Parser, group: pytest.OptionGroup, name: str, metavar: str, help_text: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    group.addoption(flag, dest=name, default=None, metavar=metavar, help=help_text)
+    parser.addini(name, help_text.split(" (default")[0], default=None)
+
+
+def _raw(config: pytest.Config, name: str, env_var: str | None = None) -> tuple[str, str] | None:
+    """The first value given for ``name`` and where it came from, by precedence."""
+    flag_value = config.getoption(name, default=None)
+    if flag_value is not None:
+        return str(flag_value), "--" + name.replace("_", "-")
+    if env_var is not None and os.environ.get(env_var):
+        return os.environ[env_var], env_var
+    ini_value = config.getini(name)
+    if ini_value:
+        return str(ini_value).strip(), f"ini option {name}"
+    return None
+
+
+def _choice(config: pytest.Config, name: str, choices: tuple[str, ...], default: str, env: str | None = None) -> str:
+    found = _raw(config, name, env)
+    if found is None:
+        return default
+    value, source = found
+    if value not in choices:
+        raise pytest.UsageError(f"{source}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Read every option once, validating as it goes."""
+    seed = DEFAULT_SEED
+    found = _raw(config, "seedrepro_seed")
+    if found is not None:
+        value, source = found
+        try:
+            seed = int(value, 10)
+        except ValueError:
+            raise pytest.UsageError(f"{source}: {value!r} is not an integer seed") from None
+    model = _raw(config, "seedrepro_model")
+    base_url = _raw(config, "seedrepro_base_url")
+    cassette_dir = _raw(config, "seedrepro_cassette_dir")
+    return Settings(
+        mode=_choice(config, "seedrepro_mode", MODES, DEFAULT_MODE, MODE_ENV_VAR),
+        on_fingerprint_change=_choice(config, "seedrepro_on_fingerprint_change", POLICIES, DEFAULT_POLICY),
+        default_seed=seed,
+        model=model[0] if model else DEFAULT_MODEL,
+        base_url=base_url[0] if base_url else None,
+        cassette_dir=cassette_dir[0] if cassette_dir else DEFAULT_CASSETTE_DIR,
+    )

@@ -1,0 +1,69 @@
+"""pytest entry point (``pytest11`` name ``seedrepro``): options, markers, hooks, the fixture.
+
+Only wiring lives here. Anything that imports openai, vcrpy or syrupy is
+imported inside the fixture, so suites that never use it do not pay for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_seedrepro import markers, options
+from pytest_seedrepro.session import RUN_STATE, RunState
+
+if TYPE_CHECKING:
+    from pytest_seedrepro.fixture import SeededLLM
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_seedrepro import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in markers.MARKER_LINES:
+        config.addinivalue_line("markers", line)
+    config.stash[RUN_STATE] = RunState(options.resolve(config))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_STATE, None)
+    if run is not None:
+        run.close()
+    # Only undo the SDK patches if a test installed them (and so imported openai).
+    intercept = sys.modules.get("pytest_seedrepro.intercept")
+    if intercept is not None:
+        intercept.uninstall()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    settings = config.stash[RUN_STATE].settings
+    return (
+        f"seedrepro: mode={settings.mode}, default seed={settings.default_seed}, "
+        f"on fingerprint change={settings.on_fingerprint_change}"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    markers.validate_at_collection(metafunc.definition)
+
+
+@pytest.fixture
+def seeded_llm(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
+    """OpenAI clients whose requests are pinned to this test's seed and ``llm_params``.
+
+    Also covers OpenAI clients built by the code under test while the test runs.
+    """
+    from pytest_seedrepro.fixture import seeded_llm_for
+
+    with seeded_llm_for(request) as llm:
+        yield llm

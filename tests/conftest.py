@@ -1,0 +1,43 @@
+"""Shared fixtures: the project's OpenAI-compatible test server and pytester set-up."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+# pytester's in-process runs restore sys.modules after each run, so anything a
+# run imports is imported afresh by the next one: openai (~0.4 s) every time,
+# and a new copy of the plugin's SDK patches beside stale ones. Importing them
+# here, before any run, makes every inner run share one copy.
+import openai  # noqa: F401
+import pytest_seedrepro.fixture  # noqa: F401
+import pytest_seedrepro.intercept  # noqa: F401
+
+# The fixture lives beside the server it drives; importing it here makes it
+# available to every test module (tests/ is on sys.path: it has no __init__.py).
+from llmserver import LLMServer, llm_server  # noqa: F401
+
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, llm_server: LLMServer) -> pytest.Pytester:  # noqa: F811
+    """A pytester directory whose ini points seedrepro at the test server."""
+    pytester.makeini(
+        textwrap.dedent(
+            f"""
+            [pytest]
+            seedrepro_base_url = {llm_server.base_url}
+            asyncio_default_fixture_loop_scope = function
+            """
+        )
+    )
+    return pytester
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester, with pytest-asyncio's loop-scope deprecation warning settled for inner runs."""
+    # pytester clears PYTEST_ADDOPTS when it starts, so this must come after it.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+    return pytester
