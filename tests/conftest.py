@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import textwrap
 
-import pytest
-
 # pytester's in-process runs restore sys.modules after each run, so anything a
 # run imports is imported afresh by the next one: openai (~0.4 s) every time,
 # and a new copy of the plugin's SDK patches beside stale ones. Importing them
 # here, before any run, makes every inner run share one copy.
 import openai  # noqa: F401
-import pytest_seedrepro.fixture  # noqa: F401
+import pytest
+
+import pytest_seedrepro.fixture
 import pytest_seedrepro.intercept  # noqa: F401
 
 # The fixture lives beside the server it drives; importing it here makes it
 # available to every test module (tests/ is on sys.path: it has no __init__.py).
 from llmserver import LLMServer, llm_server  # noqa: F401
-
 
 
 @pytest.fixture

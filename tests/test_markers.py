@@ -8,18 +8,29 @@ import pytest
 @pytest.mark.parametrize(
     ("decorator", "message"),
     [
-        ('@pytest.mark.seed("abc")', "test_bad.py::test_it: @pytest.mark.seed takes an integer, got 'abc' (str)"),
+        (
+            '@pytest.mark.seed("abc")',
+            "test_bad.py::test_it: @pytest.mark.seed takes an integer, got 'abc' (str)",
+        ),
         ("@pytest.mark.seed(1.5)", "*seed takes an integer, got 1.5 (float)"),
         ("@pytest.mark.seed(True)", "*seed takes an integer, got True (bool)"),
         ("@pytest.mark.seed()", "*seed takes exactly one integer, got args=() kwargs={}"),
         ("@pytest.mark.seed(1, 2)", "*seed takes exactly one integer, got args=(1, 2)*"),
-        ('@pytest.mark.llm_params("gpt-4o")', "*llm_params takes keyword arguments only*got positional ('gpt-4o',)"),
+        (
+            '@pytest.mark.llm_params("gpt-4o")',
+            "*llm_params takes keyword arguments only*got positional ('gpt-4o',)",
+        ),
         ("@pytest.mark.llm_params(seed=3)", "*llm_params cannot pin 'seed': use @pytest.mark.seed(n)"),
-        ('@pytest.mark.on_fingerprint_change("ignore")', "*takes one of skip, warn, fail, got 'ignore' (str)"),
+        (
+            '@pytest.mark.on_fingerprint_change("ignore")',
+            "*takes one of skip, warn, fail, got 'ignore' (str)",
+        ),
         ("@pytest.mark.on_fingerprint_change()", "*takes one of skip, warn, fail, got args=() kwargs={}"),
     ],
 )
-def test_bad_marker_argument_is_a_collection_error(pytester: pytest.Pytester, decorator: str, message: str) -> None:
+def test_bad_marker_argument_is_a_collection_error(
+    pytester: pytest.Pytester, decorator: str, message: str
+) -> None:
     pytester.makepyfile(
         test_bad=f"""
         import pytest

@@ -19,20 +19,31 @@ def test_help_lists_the_flags_with_their_defaults(pytester: pytest.Pytester) -> 
         ]
     )
     assert "seed of tests with no seed marker (default: 1234)" in result.stdout.str()
-    for ini_key in ("seedrepro_mode", "seedrepro_on_fingerprint_change", "seedrepro_seed", "seedrepro_base_url"):
+    for ini_key in (
+        "seedrepro_mode",
+        "seedrepro_on_fingerprint_change",
+        "seedrepro_seed",
+        "seedrepro_base_url",
+    ):
         result.stdout.fnmatch_lines([f"*{ini_key} (string)*"])
 
 
 def test_markers_are_listed(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.seed(n):*", "@pytest.mark.llm_params(**params):*", "@pytest.mark.on_fingerprint_change(policy):*"]
+        [
+            "@pytest.mark.seed(n):*",
+            "@pytest.mark.llm_params(**params):*",
+            "@pytest.mark.on_fingerprint_change(policy):*",
+        ]
     )
 
 
 def test_header_shows_mode_seed_and_policy(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("--seedrepro-mode=live", "--seedrepro-seed=9", "--seedrepro-on-fingerprint-change=warn")
+    result = pytester.runpytest(
+        "--seedrepro-mode=live", "--seedrepro-seed=9", "--seedrepro-on-fingerprint-change=warn"
+    )
     result.stdout.fnmatch_lines(["seedrepro: mode=live, default seed=9, on fingerprint change=warn"])
 
 
@@ -46,7 +57,11 @@ def test_header_shows_mode_seed_and_policy(pytester: pytest.Pytester) -> None:
     ],
 )
 def test_mode_precedence_flag_env_ini_default(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flag: str | None, ini: str | None, env: str | None,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str | None,
+    ini: str | None,
+    env: str | None,
     expected: str,
 ) -> None:
     if ini:
@@ -69,8 +84,18 @@ def test_ini_sets_seed_and_policy(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("args", "ini", "env", "message"),
     [
-        (["--seedrepro-mode=recrod"], "", None, "--seedrepro-mode: 'recrod' is not one of replay, record, rerecord, live"),
-        ([], "seedrepro_mode = offline", None, "ini option seedrepro_mode: 'offline' is not one of replay, *"),
+        (
+            ["--seedrepro-mode=recrod"],
+            "",
+            None,
+            "--seedrepro-mode: 'recrod' is not one of replay, record, rerecord, live",
+        ),
+        (
+            [],
+            "seedrepro_mode = offline",
+            None,
+            "ini option seedrepro_mode: 'offline' is not one of replay, *",
+        ),
         ([], "", "sometimes", "SEEDREPRO_MODE: 'sometimes' is not one of replay, *"),
         (["--seedrepro-on-fingerprint-change=ignore"], "", None, "*'ignore' is not one of skip, warn, fail"),
         ([], "seedrepro_on_fingerprint_change = maybe", None, "*'maybe' is not one of skip, warn, fail"),
@@ -79,7 +104,11 @@ def test_ini_sets_seed_and_policy(pytester: pytest.Pytester) -> None:
     ],
 )
 def test_bad_option_value_is_one_usage_error_line(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], ini: str, env: str | None,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    ini: str,
+    env: str | None,
     message: str,
 ) -> None:
     pytester.makeini(f"[pytest]\n{ini}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llmserver import LLMServer
 
 pytestmark = pytest.mark.usefixtures("llm_server")
@@ -51,7 +52,9 @@ def test_default_seed_keeps_a_seed_the_call_chose(suite: pytest.Pytester, llm_se
     assert [b["seed"] for b in completion_bodies(llm_server)] == [5]
 
 
-def test_marker_seed_and_params_merge_module_class_function(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+def test_marker_seed_and_params_merge_module_class_function(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.makepyfile(
         """
         import pytest
@@ -89,7 +92,9 @@ def test_marker_seed_and_params_merge_module_class_function(suite: pytest.Pytest
     assert "max_tokens" not in second
 
 
-def test_marker_overriding_a_call_value_warns_naming_each_key(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+def test_marker_overriding_a_call_value_warns_naming_each_key(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.makepyfile(
         """
         import pytest
@@ -126,7 +131,9 @@ def test_same_value_as_marker_does_not_warn(suite: pytest.Pytester) -> None:
     suite.runpytest(LIVE, "-W", "error::pytest_seedrepro.SeedReproWarning").assert_outcomes(passed=1)
 
 
-def test_async_gather_streams_and_legacy_completions_are_pinned(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+def test_async_gather_streams_and_legacy_completions_are_pinned(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.makepyfile(
         """
         import asyncio
@@ -210,10 +217,15 @@ def test_client_built_by_the_code_under_test_is_pinned(suite: pytest.Pytester, l
     )
     suite.runpytest(LIVE).assert_outcomes(passed=2)
     bodies = completion_bodies(llm_server)
-    assert [(b["model"], b["seed"], b.get("temperature")) for b in bodies] == [("app-model", 7, 0), ("app-model", 8, None)]
+    assert [(b["model"], b["seed"], b.get("temperature")) for b in bodies] == [
+        ("app-model", 7, 0),
+        ("app-model", 8, None),
+    ]
 
 
-def test_client_built_outside_a_seeded_test_is_left_alone(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+def test_client_built_outside_a_seeded_test_is_left_alone(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.makepyfile(
         f"""
         import openai

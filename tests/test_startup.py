@@ -17,11 +17,10 @@ def _write_module_probe(pytester: pytest.Pytester) -> None:
         import sys
 
         def pytest_sessionfinish(session):
-            heavy = sorted(m for m in sys.modules if m.split(".")[0] in %r)
+            heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
             with open("heavy-modules.txt", "w") as f:
                 f.write(" ".join(heavy))
-        """
-        % (HEAVY,)
+        """.replace("HEAVY", repr(HEAVY))
     )
 
 

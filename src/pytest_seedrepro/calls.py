@@ -54,5 +54,7 @@ class Call:
         total = self.usage.get("total_tokens")
         if isinstance(total, int):
             return total
-        parts = [self.usage.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")]
+        parts = [
+            self.usage.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+        ]
         return sum(p for p in parts if isinstance(p, int))

@@ -31,7 +31,9 @@ Prompt = str | Sequence[dict[str, Any]]
 class SeededLLM:
     """What a test gets from ``seeded_llm``: pinned clients, a shortcut, and the calls made."""
 
-    def __init__(self, run: RunState, item: pytest.Item, pins: markers.Pins, calls: list[Call], api_key: str) -> None:
+    def __init__(
+        self, run: RunState, item: pytest.Item, pins: markers.Pins, calls: list[Call], api_key: str
+    ) -> None:
         self._run = run
         self._item = item
         self._api_key = api_key
@@ -121,7 +123,9 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
             )
             for key in overridden:
                 warnings.warn(
-                    SeedReproWarning(f"{item.nodeid}: a marker pinned {key!r}, overriding the value the call passed"),
+                    SeedReproWarning(
+                        f"{item.nodeid}: a marker pinned {key!r}, overriding the value the call passed"
+                    ),
                     stacklevel=2,
                 )
         hook.pytest_seedrepro_request(request=body, item=item)

@@ -31,8 +31,10 @@ def pytest_seedrepro_compare(expected: str, actual: str, call: Call) -> bool | N
 
 
 @hookspec(firstresult=True)
-def pytest_seedrepro_fingerprint_changed(item: pytest.Item, old: str | None, new: str | None, call: Call) -> str | None:
-    """Return the policy ('skip', 'warn' or 'fail') for this fingerprint change, or ``None`` for the configured one."""
+def pytest_seedrepro_fingerprint_changed(
+    item: pytest.Item, old: str | None, new: str | None, call: Call
+) -> str | None:
+    """Return the policy ('skip', 'warn' or 'fail') for this change, or ``None`` for the configured one."""
 
 
 @hookspec(firstresult=True)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from openai import _base_client
 from openai._compat import model_copy
 
-from pytest_seedrepro.calls import Call, is_pinnable
+from pytest_seedrepro.calls import Call
 
 if TYPE_CHECKING:
     from openai._models import FinalRequestOptions
@@ -114,7 +114,9 @@ def install() -> None:
             options = test.before_request(options)
         return sync_request(self, cast_to, options, *args, **kwargs)
 
-    async def arequest(self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any) -> Any:
+    async def arequest(
+        self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any
+    ) -> Any:
         test = _active
         if test is not None:
             options = test.before_request(options)
@@ -199,7 +201,7 @@ class _StreamSink:
 
 
 def _make_sync_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
-    class TeeStream(base):  # type: ignore[misc, valid-type]
+    class TeeStream(base):  # type: ignore[misc]
         def __iter__(self) -> Iterator[bytes]:
             for part in inner:
                 sink.parts.append(part)
@@ -214,7 +216,7 @@ def _make_sync_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
 
 
 def _make_async_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
-    class TeeStream(base):  # type: ignore[misc, valid-type]
+    class TeeStream(base):  # type: ignore[misc]
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async for part in inner:
                 sink.parts.append(part)

@@ -46,7 +46,9 @@ def _seed(mark: pytest.Mark) -> int:
         args.append(mark.kwargs["seed"])
     extra = set(mark.kwargs) - {"seed"}
     if extra or len(args) != 1:
-        raise MarkerError(f"@pytest.mark.seed takes exactly one integer, got args={mark.args!r} kwargs={mark.kwargs!r}")
+        raise MarkerError(
+            f"@pytest.mark.seed takes exactly one integer, got args={mark.args!r} kwargs={mark.kwargs!r}"
+        )
     value = args[0]
     # bool is an int subclass, but seed(True) is certainly a mistake.
     if not isinstance(value, int) or isinstance(value, bool):
@@ -57,7 +59,8 @@ def _seed(mark: pytest.Mark) -> int:
 def _params(mark: pytest.Mark) -> dict[str, Any]:
     if mark.args:
         raise MarkerError(
-            f"@pytest.mark.llm_params takes keyword arguments only (e.g. temperature=0), got positional {mark.args!r}"
+            "@pytest.mark.llm_params takes keyword arguments only (e.g. temperature=0), "
+            f"got positional {mark.args!r}"
         )
     if "seed" in mark.kwargs:
         raise MarkerError("@pytest.mark.llm_params cannot pin 'seed': use @pytest.mark.seed(n)")
@@ -70,7 +73,9 @@ def _policy(mark: pytest.Mark) -> str:
         args.append(mark.kwargs["policy"])
     if set(mark.kwargs) - {"policy"} or len(args) != 1 or args[0] not in POLICIES:
         shown = _describe(args[0]) if len(args) == 1 else f"args={mark.args!r} kwargs={mark.kwargs!r}"
-        raise MarkerError(f"@pytest.mark.on_fingerprint_change takes one of {', '.join(POLICIES)}, got {shown}")
+        raise MarkerError(
+            f"@pytest.mark.on_fingerprint_change takes one of {', '.join(POLICIES)}, got {shown}"
+        )
     return str(args[0])
 
 

@@ -66,7 +66,13 @@ def add_options(parser: pytest.Parser) -> None:
         f"{{{','.join(POLICIES)}}}: what a test does when system_fingerprint changed and the output "
         f"with it (default: {DEFAULT_POLICY})",
     )
-    _add(parser, group, "seedrepro_seed", "SEED", f"seed of tests with no seed marker (default: {DEFAULT_SEED})")
+    _add(
+        parser,
+        group,
+        "seedrepro_seed",
+        "SEED",
+        f"seed of tests with no seed marker (default: {DEFAULT_SEED})",
+    )
     _add(
         parser,
         group,
@@ -111,7 +117,9 @@ def _raw(config: pytest.Config, name: str, env_var: str | None = None) -> tuple[
     return None
 
 
-def _choice(config: pytest.Config, name: str, choices: tuple[str, ...], default: str, env: str | None = None) -> str:
+def _choice(
+    config: pytest.Config, name: str, choices: tuple[str, ...], default: str, env: str | None = None
+) -> str:
     found = _raw(config, name, env)
     if found is None:
         return default
