@@ -19,9 +19,16 @@ import pytest_seedrepro.intercept  # noqa: F401
 from llmserver import LLMServer, llm_server  # noqa: F401
 
 
+#: A key that must never reach a file: tests grep every written file for it.
+SENTINEL_KEY = "sk-sentinel-a5b4c3d2e1f0-never-on-disk"
+
+
 @pytest.fixture
-def suite(pytester: pytest.Pytester, llm_server: LLMServer) -> pytest.Pytester:  # noqa: F811
-    """A pytester directory whose ini points seedrepro at the test server."""
+def suite(
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:  # noqa: F811
+    """A pytester directory whose ini points seedrepro at the test server, with a sentinel API key."""
+    monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
     pytester.makeini(
         textwrap.dedent(
             f"""

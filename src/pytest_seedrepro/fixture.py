@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_seedrepro import intercept, markers
+import pytest_seedrepro.intercept as intercept
+from pytest_seedrepro import markers
 from pytest_seedrepro.calls import Call, is_pinnable
 from pytest_seedrepro.pinning import pin_body
 from pytest_seedrepro.session import RUN_STATE, RunState
@@ -18,33 +22,49 @@ from pytest_seedrepro.warnings import SeedReproWarning
 if TYPE_CHECKING:
     import openai
 
+    from pytest_seedrepro.recording import AtomicPersister
+
 #: Used when no OPENAI_API_KEY is set. The SDK refuses to build a client
 #: without a key, even when every answer comes from a recording. Never stored:
-#: the Authorization header is filtered out of every recording.
+#: recordings keep no Authorization header.
 PLACEHOLDER_API_KEY = "sk-seedrepro-placeholder-not-a-real-key"
 
-CALLS = pytest.StashKey[list[Call]]()
-
 Prompt = str | Sequence[dict[str, Any]]
+
+
+@dataclass
+class TestState:
+    """What the plugin knows about one ``seeded_llm`` test, kept in ``item.stash``."""
+
+    calls: list[Call]
+    pins: markers.Pins
+    #: One message per problem that must fail the test even if the code under
+    #: test swallowed the exception (a missing recording, an API error).
+    problems: list[str] = field(default_factory=list)
+    cassette: Path | None = None
+    persister: AtomicPersister | None = None
+    #: Set by the verdict: the test is skipped for a fingerprint change, so its
+    #: files must stay as they were.
+    keep_files_as_they_were: bool = False
+
+
+TEST_STATE = pytest.StashKey[TestState]()
 
 
 class SeededLLM:
     """What a test gets from ``seeded_llm``: pinned clients, a shortcut, and the calls made."""
 
-    def __init__(
-        self, run: RunState, item: pytest.Item, pins: markers.Pins, calls: list[Call], api_key: str
-    ) -> None:
+    def __init__(self, run: RunState, state: TestState, api_key: str) -> None:
         self._run = run
-        self._item = item
         self._api_key = api_key
         self._client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
         #: The effective seed: the ``seed`` marker's, else the default seed.
-        self.seed: int = pins.seed if pins.seed is not None else run.settings.default_seed
+        self.seed: int = state.pins.seed if state.pins.seed is not None else run.settings.default_seed
         #: The pinned request parameters (``llm_params``, merged module > class > function).
-        self.params: dict[str, Any] = dict(pins.params)
+        self.params: dict[str, Any] = dict(state.pins.params)
         #: Calls made so far by this test, by any OpenAI client, in issue order.
-        self.calls: list[Call] = calls
+        self.calls: list[Call] = state.calls
 
     @property
     def client(self) -> openai.OpenAI:
@@ -104,22 +124,39 @@ class SeededLLM:
         return f"<SeededLLM seed={self.seed} params={self.params!r} calls={len(self.calls)}>"
 
 
+def _api_key_or_fail(mode: str, nodeid: str) -> str:
+    key = os.environ.get("OPENAI_API_KEY")
+    if key:
+        return key
+    if mode == "replay":
+        return PLACEHOLDER_API_KEY
+    pytest.fail(
+        f"seedrepro: {nodeid}: --seedrepro-mode={mode} calls the API and needs OPENAI_API_KEY; set it "
+        "(any value for a local server), or replay the recordings with --seedrepro-mode=replay",
+        pytrace=False,
+    )
+
+
 @contextmanager
 def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
-    """Pin, observe (and later record and snapshot) every OpenAI call of one test."""
+    """Pin, observe, record or replay every OpenAI call of one test."""
     item = request.node
     assert isinstance(item, pytest.Item)
     run = request.config.stash[RUN_STATE]
     settings = run.settings
-    pins = markers.resolve(item)  # already validated at collection
+    api_key = _api_key_or_fail(settings.mode, item.nodeid)
+    state = TestState(calls=[], pins=markers.resolve(item))  # markers were validated at collection
+    item.stash[TEST_STATE] = state
     hook = request.config.hook
-    seed_marker = pins.seed
 
     def prepare_body(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         pinnable = is_pinnable(path)
         if pinnable:
             body, overridden = pin_body(
-                body, marker_seed=seed_marker, default_seed=settings.default_seed, params=pins.params
+                body,
+                marker_seed=state.pins.seed,
+                default_seed=settings.default_seed,
+                params=state.pins.params,
             )
             for key in overridden:
                 warnings.warn(
@@ -131,21 +168,54 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         hook.pytest_seedrepro_request(request=body, item=item)
         return body, pinnable
 
-    calls: list[Call] = []
-    item.stash[CALLS] = calls
-    test = intercept.ActiveTest(prepare_body)
-    test.calls = calls
-    intercept.install()
-    with pytest.MonkeyPatch.context() as env:
-        import os
+    def on_error(call: Call, exc: BaseException) -> BaseException | None:
+        if state.cassette is not None:
+            import pytest_seedrepro.recording as recording
 
-        api_key = os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
+            if recording.is_missing_recording(exc):
+                message = recording.describe_missing(call, item.nodeid, state.cassette)
+                call.error = message
+                state.problems.append(message)
+                return recording.MissingRecording(message)
+        # An API error (429, 5xx, timeout, connection): the test errors with the
+        # API's own message, and nothing of this test is written.
+        call.error = f"{type(exc).__name__}: {exc}"
+        state.problems.append(f"seedrepro: {item.nodeid}: call {call.index} failed: {call.error}")
+        if state.persister is not None:
+            state.persister.allow_save = False
+        return None
+
+    with ExitStack() as stack:
+        env = stack.enter_context(pytest.MonkeyPatch.context())
         # Clients the code under test builds read these from the environment.
         env.setenv("OPENAI_API_KEY", api_key)
         if settings.base_url:
             env.setenv("OPENAI_BASE_URL", settings.base_url)
-        intercept.activate(test)
-        try:
-            yield SeededLLM(run, item, pins, calls, api_key)
-        finally:
-            intercept.activate(None)
+        if settings.mode != "live":
+            import pytest_seedrepro.recording as recording
+
+            state.cassette = recording.cassette_path(item.path, item.nodeid, settings.cassette_dir)
+            state.persister = recording.AtomicPersister(
+                state.calls, ignore_existing=settings.mode == "rerecord"
+            )
+            try:
+                stack.enter_context(recording.open_cassette(state.cassette, settings.mode, state.persister))
+            except recording.CorruptRecording as exc:
+                pytest.fail(
+                    f"seedrepro: {item.nodeid}: cannot read the recording {exc}. Fix or delete the file, then "
+                    f"re-record it with: pytest --seedrepro-mode=rerecord '{item.nodeid}'",
+                    pytrace=False,
+                )
+            # Registered after the cassette, so it runs before the cassette saves.
+            stack.callback(_decide_saving, state)
+        intercept.install()
+        intercept.activate(
+            intercept.ActiveTest(state.calls, prepare_body, on_error, retries=settings.mode != "replay")
+        )
+        stack.callback(intercept.activate, None)
+        yield SeededLLM(run, state, api_key)
+
+
+def _decide_saving(state: TestState) -> None:
+    if state.persister is not None and (state.problems or state.keep_files_as_they_were):
+        state.persister.allow_save = False

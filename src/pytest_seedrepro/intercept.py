@@ -47,11 +47,25 @@ class ActiveTest:
     code under test may call the API from several threads, hence the lock.
     """
 
-    def __init__(self, prepare_body: Callable[[str, dict[str, Any]], tuple[dict[str, Any], bool]]) -> None:
+    def __init__(
+        self,
+        calls: list[Call],
+        prepare_body: Callable[[str, dict[str, Any]], tuple[dict[str, Any], bool]],
+        on_error: Callable[[Call, BaseException], BaseException | None],
+        *,
+        retries: bool = True,
+    ) -> None:
+        self.calls = calls
+        self._retries = retries
         self._prepare_body = prepare_body
+        self._on_error = on_error
         self._lock = threading.Lock()
-        self.calls: list[Call] = []
         self._by_key: dict[str, Call] = {}
+
+    def failed(self, options: FinalRequestOptions, exc: BaseException) -> BaseException | None:
+        """Note a call that raised; returns the exception to raise instead, if any."""
+        call = self.call_for(options)
+        return self._on_error(call, exc) if call is not None else None
 
     def before_request(self, options: FinalRequestOptions) -> FinalRequestOptions:
         body = options.json_data
@@ -71,6 +85,10 @@ class ActiveTest:
         options.headers = {**(options.headers or {}), "Accept-Encoding": "gzip"}
         if options.idempotency_key is None:
             options.idempotency_key = _KEY_PREFIX + uuid.uuid4().hex
+        if not self._retries:
+            # Replaying: a miss will not heal on retry, and openai 1.x would
+            # otherwise sleep through its backoff before reporting it.
+            options.max_retries = 0
         with self._lock:
             call = Call(
                 index=len(self.calls),
@@ -110,17 +128,31 @@ def install() -> None:
 
     def request(self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any) -> Any:
         test = _active
-        if test is not None:
-            options = test.before_request(options)
-        return sync_request(self, cast_to, options, *args, **kwargs)
+        if test is None:
+            return sync_request(self, cast_to, options, *args, **kwargs)
+        options = test.before_request(options)
+        try:
+            return sync_request(self, cast_to, options, *args, **kwargs)
+        except Exception as exc:
+            replacement = test.failed(options, exc)
+            if replacement is None:
+                raise
+            raise replacement from None
 
     async def arequest(
         self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any
     ) -> Any:
         test = _active
-        if test is not None:
-            options = test.before_request(options)
-        return await async_request(self, cast_to, options, *args, **kwargs)
+        if test is None:
+            return await async_request(self, cast_to, options, *args, **kwargs)
+        options = test.before_request(options)
+        try:
+            return await async_request(self, cast_to, options, *args, **kwargs)
+        except Exception as exc:
+            replacement = test.failed(options, exc)
+            if replacement is None:
+                raise
+            raise replacement from None
 
     def process_response(self: Any, **kwargs: Any) -> Any:
         _observe(kwargs["options"], kwargs["response"], kwargs.get("stream", False), is_async=False)
@@ -187,6 +219,10 @@ class _StreamSink:
         self.done = False
         self._gzip = "gzip" in encoding
 
+    def fail(self, exc: BaseException) -> None:
+        self.call.error = f"the stream broke off: {type(exc).__name__}: {exc}"
+        self.finish()
+
     def finish(self) -> None:
         if self.done:
             return
@@ -203,9 +239,13 @@ class _StreamSink:
 def _make_sync_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
     class TeeStream(base):  # type: ignore[misc]
         def __iter__(self) -> Iterator[bytes]:
-            for part in inner:
-                sink.parts.append(part)
-                yield part
+            try:
+                for part in inner:
+                    sink.parts.append(part)
+                    yield part
+            except Exception as exc:
+                sink.fail(exc)
+                raise
             sink.finish()
 
         def close(self) -> None:
@@ -218,9 +258,13 @@ def _make_sync_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
 def _make_async_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
     class TeeStream(base):  # type: ignore[misc]
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            async for part in inner:
-                sink.parts.append(part)
-                yield part
+            try:
+                async for part in inner:
+                    sink.parts.append(part)
+                    yield part
+            except Exception as exc:
+                sink.fail(exc)
+                raise
             sink.finish()
 
         async def aclose(self) -> None:
@@ -293,6 +337,8 @@ def _fill_from_sse(call: Call, raw: bytes) -> None:
                 pieces.append((choice.get("delta") or {}).get("content") or "")
     if not saw_event:
         call.error = call.error or "the stream ended before any event arrived"
+        return
+    if call.error:  # broke off: what arrived is not the model's whole output
         return
     # A stream's fingerprint is the first non-null one among its chunks: vLLM
     # stamps only the last chunk, Azure's first chunk has none.

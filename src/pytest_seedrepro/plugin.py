@@ -7,7 +7,7 @@ imported inside the fixture, so suites that never use it do not pay for it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -57,12 +57,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     markers.validate_at_collection(metafunc.definition)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # Only tests that used the fixture have imported the verdict machinery.
+    verdict = sys.modules.get("pytest_seedrepro.verdict")
+    if verdict is not None:
+        verdict.judge(item, report)
+    return report
+
+
 @pytest.fixture
 def seeded_llm(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     """OpenAI clients whose requests are pinned to this test's seed and ``llm_params``.
 
     Also covers OpenAI clients built by the code under test while the test runs.
     """
+    import pytest_seedrepro.verdict  # noqa: F401  (judges this test after its body, in makereport)
     from pytest_seedrepro.fixture import seeded_llm_for
 
     with seeded_llm_for(request) as llm:
