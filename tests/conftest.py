@@ -18,15 +18,16 @@ import pytest_seedrepro.intercept  # noqa: F401
 # available to every test module (tests/ is on sys.path: it has no __init__.py).
 from llmserver import LLMServer, llm_server  # noqa: F401
 
-
 #: A key that must never reach a file: tests grep every written file for it.
 SENTINEL_KEY = "sk-sentinel-a5b4c3d2e1f0-never-on-disk"
 
 
 @pytest.fixture
 def suite(
-    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
-) -> pytest.Pytester:  # noqa: F811
+    pytester: pytest.Pytester,
+    llm_server: LLMServer,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> pytest.Pytester:
     """A pytester directory whose ini points seedrepro at the test server, with a sentinel API key."""
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
     pytester.makeini(

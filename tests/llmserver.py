@@ -76,6 +76,9 @@ MAX_WORDS = 64
 # snapshot diffs of changed outputs show up as line diffs.
 LINE_WORDS = 5
 
+# stop() never takes (much) longer than this, even with handlers stuck on clients.
+STOP_GRACE_SECONDS = 0.8
+
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 KNOWN_PATHS = (*COMPLETION_PATHS, "/v1/models")
 
@@ -324,8 +327,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _drop_connection(self) -> None:
         self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        _shutdown_quietly(self.connection)
 
     def _try_send_bug_report(self, error: Exception) -> None:
         try:
@@ -365,6 +367,8 @@ class LLMServer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Notified whenever a handler finishes, so stop() can wait for in-flight handlers.
+        self._handlers_done = threading.Condition(self._lock)
         # Set on stop() so handlers sleeping for hang_next wake up at once and stop() stays fast.
         self._stopping = threading.Event()
         self._http: _HTTPServer | None = None
@@ -412,10 +416,15 @@ class LLMServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving, close the listening socket and all client connections; idempotent."""
+        """Stop serving, close the listening socket and all client connections; idempotent.
+
+        Returns within about a second: sleeping ``hang_next`` handlers are woken, and handler threads
+        are given until then to finish, so that normally none is left to touch the log afterwards.
+        """
         http_server, thread = self._http, self._thread
         if http_server is None:
             return
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         self._http = self._thread = None
         self._stopping.set()
         http_server.shutdown()
@@ -425,10 +434,19 @@ class LLMServer:
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+            _shutdown_quietly(connection)
         if thread is not None:
-            thread.join(timeout=1.0)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._handlers_done:
+            self._handlers_done.wait_for(
+                lambda: not self._connections, timeout=max(0.0, deadline - time.monotonic())
+            )
+
+    @property
+    def active_handlers(self) -> int:
+        """Client connections currently being served (0 after a clean stop())."""
+        with self._lock:
+            return len(self._connections)
 
     def __enter__(self) -> LLMServer:
         if not self.running:
@@ -441,10 +459,15 @@ class LLMServer:
     def _track_connection(self, connection: socket.socket) -> None:
         with self._lock:
             self._connections.add(connection)
+            stopping = self._stopping.is_set()
+        if stopping:
+            # Accepted just before stop() closed the listener: don't let it wait on keep-alive forever.
+            _shutdown_quietly(connection)
 
     def _untrack_connection(self, connection: socket.socket) -> None:
-        with self._lock:
+        with self._handlers_done:
             self._connections.discard(connection)
+            self._handlers_done.notify_all()
 
     # ------------------------------------------------------------------------------- test controls
 
@@ -503,7 +526,8 @@ class LLMServer:
             seed=seed,
             model=model,
             temperature=temperature,
-            messages=messages,
+            # Plain dicts, so any Mapping (e.g. the SDK's TypedDicts) hashes exactly like the parsed JSON.
+            messages=None if messages is None else [dict(message) for message in messages],
             prompt=prompt,
             max_tokens=max_tokens,
             variant=self.variant,
@@ -820,6 +844,12 @@ class LLMServer:
                 raise _AbortConnection
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         handler.wfile.write(b"0\r\n\r\n")
+
+
+def _shutdown_quietly(connection: socket.socket) -> None:
+    # Shutdown (not close) wakes a handler blocked reading or writing; the handler thread then closes.
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
 
 
 def _optional_number(body: JSONObject, name: str) -> float | None:

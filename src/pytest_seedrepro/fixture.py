@@ -202,16 +202,15 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                 stack.enter_context(recording.open_cassette(state.cassette, settings.mode, state.persister))
             except recording.CorruptRecording as exc:
                 pytest.fail(
-                    f"seedrepro: {item.nodeid}: cannot read the recording {exc}. Fix or delete the file, then "
-                    f"re-record it with: pytest --seedrepro-mode=rerecord '{item.nodeid}'",
+                    f"seedrepro: {item.nodeid}: cannot read the recording {exc}. Fix or delete the file, "
+                    f"then re-record it with: pytest --seedrepro-mode=rerecord '{item.nodeid}'",
                     pytrace=False,
                 )
             # Registered after the cassette, so it runs before the cassette saves.
             stack.callback(_decide_saving, state)
         intercept.install()
-        intercept.activate(
-            intercept.ActiveTest(state.calls, prepare_body, on_error, retries=settings.mode != "replay")
-        )
+        replaying = settings.mode == "replay"
+        intercept.activate(intercept.ActiveTest(state.calls, prepare_body, on_error, retries=not replaying))
         stack.callback(intercept.activate, None)
         yield SeededLLM(run, state, api_key)
 

@@ -140,7 +140,7 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _stable_body(body: bytes) -> bytes:
-    """Drop the volatile ``id``/``created`` of completion objects, so re-recording diffs show only real changes."""
+    """Fix the volatile ``id``/``created`` of completion objects: re-recorded diffs show real changes."""
     text = body.decode("utf-8", errors="surrogateescape")
     stripped = text.lstrip()
     if stripped.startswith("{"):

@@ -1,0 +1,626 @@
+"""Tests of the fake OpenAI server itself, through the real openai SDK over real HTTP.
+
+The plugin's tests trust llmserver to behave like the servers it imitates; these tests are what earns
+that trust.  They run against whichever openai SDK is installed (1.x on httpx, 3.x on httpx2), so every
+check is written against the SDK's public surface only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gzip
+import http.client
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+from llmserver import LLMServer, llm_server, running_server
+
+# The fixture is imported so pytest finds it in this module; referencing it here keeps linters quiet.
+__all__ = ["llm_server"]
+
+MODEL = "gpt-4o-mini"
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name three things in a kitchen."},
+]
+PROMPT_WORDS = 3 + 6  # whitespace-separated words in MESSAGES' contents
+
+# Marks "the key is not in the JSON at all", as opposed to a JSON null.
+ABSENT = "<absent>"
+
+
+@pytest.fixture
+def client(llm_server: LLMServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=llm_server.base_url, api_key="sk-test", max_retries=0) as sync_client:
+        yield sync_client
+
+
+def async_client(server: LLMServer, **options: Any) -> openai.AsyncOpenAI:
+    options.setdefault("max_retries", 0)
+    return openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", **options)
+
+
+def chat_text(client: openai.OpenAI, **params: Any) -> str:
+    completion: ChatCompletion = client.chat.completions.create(
+        model=params.pop("model", MODEL), messages=MESSAGES, **params
+    )
+    content = completion.choices[0].message.content
+    assert content is not None
+    return content
+
+
+def fingerprint_field(obj: Any) -> object:
+    """The object's system_fingerprint as sent: ABSENT when the key was missing, else its value."""
+    return obj.system_fingerprint if "system_fingerprint" in obj.model_fields_set else ABSENT
+
+
+def raw_request(
+    server: LLMServer, method: str, path: str, body: object = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """A request without the SDK, to see the wire exactly (headers, compression, status)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=payload, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def is_connection_cut(error: BaseException) -> bool:
+    """openai 3.x wraps a truncated body in APIConnectionError; 1.x lets httpx's error through."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, openai.APIConnectionError) or type(current).__name__ == "RemoteProtocolError":
+            return True
+        current = current.__cause__
+    return False
+
+
+# ------------------------------------------------------------------------------------ determinism
+
+
+def test_same_inputs_give_same_text_equal_to_expected_text(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    first = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=7, temperature=0.5)
+    second = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=7, temperature=0.5)
+
+    expected = llm_server.expected_text(seed=7, model=MODEL, temperature=0.5, messages=MESSAGES)
+    assert first.choices[0].message.content == second.choices[0].message.content == expected
+    assert len(expected.split()) == 12
+    assert expected.count("\n") == 2  # several lines, so snapshot diffs are line diffs
+    assert first.id != second.id
+    assert first.id.startswith("chatcmpl-")
+    assert first.object == "chat.completion"
+    assert first.model == MODEL
+    assert first.system_fingerprint == "fp_test_1"
+    assert first.choices[0].finish_reason == "stop"
+    assert first.choices[0].message.role == "assistant"
+    assert first.usage is not None
+    assert (first.usage.prompt_tokens, first.usage.completion_tokens) == (PROMPT_WORDS, 12)
+    assert first.usage.total_tokens == PROMPT_WORDS + 12
+
+
+def test_temperature_zero_int_and_float_agree(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    assert chat_text(client, seed=1, temperature=0) == chat_text(client, seed=1, temperature=0.0)
+
+
+def test_different_seeds_give_different_texts(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    texts = [chat_text(client, seed=seed) for seed in range(8)]
+    assert len(set(texts)) >= 7
+    unseeded = chat_text(client)
+    assert unseeded == chat_text(client)  # no seed is still deterministic
+    assert unseeded == llm_server.expected_text(seed=None, model=MODEL, temperature=None, messages=MESSAGES)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"model": "gpt-4o-mini-2024-07-18"}, {"temperature": 0.9}, {"max_tokens": 12}],
+    ids=["model", "temperature", "max_tokens"],
+)
+def test_each_input_changes_the_text(client: openai.OpenAI, change: dict[str, Any]) -> None:
+    assert chat_text(client, seed=3, **change) != chat_text(client, seed=3)
+
+
+def test_changing_variant_changes_text(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    before = chat_text(client, seed=5)
+    llm_server.variant = "model-updated"
+    after = chat_text(client, seed=5)
+    assert after != before
+    assert after == llm_server.expected_text(seed=5, model=MODEL, temperature=None, messages=MESSAGES)
+
+
+@pytest.mark.parametrize("limit_name", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_limits_words_and_reports_length(client: openai.OpenAI, limit_name: str) -> None:
+    limit: dict[str, Any] = {limit_name: 7}
+    completion: ChatCompletion = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, seed=2, **limit
+    )
+    text = completion.choices[0].message.content
+    assert text is not None
+    assert len(text.split()) == 7
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None and completion.usage.completion_tokens == 7
+
+
+def test_max_tokens_above_cap_stops_normally(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=2, max_tokens=500)
+    assert len((completion.choices[0].message.content or "").split()) == 64
+    assert completion.choices[0].finish_reason == "stop"
+
+
+# -------------------------------------------------------------------------------------- streaming
+
+
+def test_chat_stream_joins_to_non_streamed_text(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    whole = chat_text(client, seed=11)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, seed=11, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ""
+    contents = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(contents) == whole
+    assert len(chunks) == 1 + 12 + 1 + 1  # role chunk, one per word, finish chunk, usage chunk
+    assert [c.choices[0].finish_reason for c in chunks[:-1]] == [None] * 13 + ["stop"]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
+    assert {c.id for c in chunks} == {chunks[0].id}
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+
+
+def test_chat_stream_without_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=1, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None for c in chunks)
+
+
+@pytest.mark.asyncio
+async def test_async_chat_stream_joins_to_non_streamed_text(llm_server: LLMServer) -> None:
+    async with async_client(llm_server) as aclient:
+        whole = await aclient.chat.completions.create(model=MODEL, messages=MESSAGES, seed=12)
+        stream = await aclient.chat.completions.create(model=MODEL, messages=MESSAGES, seed=12, stream=True)
+        pieces = [chunk.choices[0].delta.content or "" async for chunk in stream]
+    expected = llm_server.expected_text(seed=12, model=MODEL, temperature=None, messages=MESSAGES)
+    assert whole.choices[0].message.content == expected
+    assert "".join(pieces) == expected
+
+
+def test_legacy_completions_streamed_and_not(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    prompt = "Once upon a time"
+    whole = client.completions.create(model="gpt-3.5-turbo-instruct", prompt=prompt, seed=4, max_tokens=9)
+    chunks = list(
+        client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt=prompt, seed=4, max_tokens=9, stream=True
+        )
+    )
+
+    expected = llm_server.expected_text(
+        seed=4, model="gpt-3.5-turbo-instruct", temperature=None, prompt=prompt, max_tokens=9
+    )
+    assert whole.object == "text_completion"
+    assert whole.choices[0].text == expected
+    assert whole.choices[0].finish_reason == "length"
+    assert whole.usage is not None and (whole.usage.prompt_tokens, whole.usage.completion_tokens) == (4, 9)
+    assert "".join(c.choices[0].text for c in chunks) == expected
+    assert len(chunks) == 9 + 1
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert all(c.object == "text_completion" for c in chunks)
+    # A chat request with the same words must not collide with the legacy prompt.
+    assert expected != llm_server.expected_text(
+        seed=4,
+        model="gpt-3.5-turbo-instruct",
+        temperature=None,
+        messages=[{"role": "user", "content": prompt}],
+    )
+
+
+# ---------------------------------------------------------------------------------- fingerprints
+
+
+FP = "fp_custom_9"
+
+
+def expected_chunk_fingerprints(style: str, count: int) -> list[object]:
+    """What each of ``count`` stream chunks should carry under ``style`` (see llmserver._stamp_chunks)."""
+    by_style: dict[str, Sequence[object]] = {
+        "every": [FP] * count,
+        "last": [None] * (count - 1) + [FP],
+        "first_null": [None] + [FP] * (count - 1),
+        "absent": [ABSENT] * count,
+        "constant": ["fp_ollama"] * count,
+        "disagree": [FP] * (count // 2) + [FP + "_b"] * (count - count // 2),
+    }
+    return list(by_style[style])
+
+
+@pytest.mark.parametrize("style", ["every", "last", "first_null", "absent", "constant", "disagree"])
+@pytest.mark.parametrize("include_usage", [False, True], ids=["no_usage", "usage"])
+def test_fingerprint_styles_in_chat_streams(
+    llm_server: LLMServer, client: openai.OpenAI, style: str, include_usage: bool
+) -> None:
+    llm_server.fingerprint = FP
+    llm_server.fingerprint_style = style
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        seed=1,
+        max_tokens=5,
+        stream=True,
+        stream_options={"include_usage": include_usage},
+    )
+    observed = [fingerprint_field(chunk) for chunk in stream]
+    assert len(observed) == 1 + 5 + 1 + include_usage
+    assert observed == expected_chunk_fingerprints(style, len(observed))
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [
+        ("every", FP),
+        ("last", FP),
+        ("first_null", FP),
+        ("absent", ABSENT),
+        ("constant", "fp_ollama"),
+        ("disagree", FP),
+    ],
+)
+def test_fingerprint_styles_in_non_streamed_answers(
+    llm_server: LLMServer, client: openai.OpenAI, style: str, expected: object
+) -> None:
+    llm_server.fingerprint = FP
+    llm_server.fingerprint_style = style
+    chat = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    legacy = client.completions.create(model=MODEL, prompt="hello")
+    assert fingerprint_field(chat) == expected
+    assert fingerprint_field(legacy) == expected
+
+
+def test_fingerprint_styles_apply_to_legacy_streams(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    llm_server.fingerprint = FP
+    llm_server.fingerprint_style = "last"
+    observed = [fingerprint_field(c) for c in client.completions.create(model=MODEL, prompt="x", stream=True)]
+    assert observed == expected_chunk_fingerprints("last", len(observed))
+
+
+def test_fingerprint_none_is_sent_as_null(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    llm_server.fingerprint = None
+    completion = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    assert fingerprint_field(completion) is None
+
+
+def test_unknown_fingerprint_style_is_reported_not_guessed(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    llm_server.fingerprint_style = "evrey"
+    with pytest.raises(openai.InternalServerError, match="evrey"):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES)
+
+
+# ------------------------------------------------------------------------------ model and headers
+
+
+def test_model_override_replaces_model_but_not_text(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    before = chat_text(client, seed=9)
+    llm_server.model_override = "gpt-4o-mini-2099-01-01"
+    completion = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=9)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=9, stream=True))
+    assert completion.model == "gpt-4o-mini-2099-01-01"
+    assert {c.model for c in chunks} == {"gpt-4o-mini-2099-01-01"}
+    assert completion.choices[0].message.content == before
+    assert llm_server.requests[-1].body is not None and llm_server.requests[-1].body["model"] == MODEL
+
+
+def test_sentinel_response_headers_and_fresh_request_ids(client: openai.OpenAI) -> None:
+    first = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
+    second = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
+    assert first.headers["openai-organization"] == "org-server-sentinel"
+    assert first.headers["openai-project"] == "proj_server_sentinel"
+    assert first.headers["set-cookie"] == "__cf_bm=server-cookie-sentinel; path=/"
+    assert first.headers["openai-processing-ms"] == "12"
+    assert first.headers["x-request-id"].startswith("req_")
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+def test_request_log_records_what_the_sdk_sent(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=21, temperature=0.25)
+    client.models.list()
+
+    assert [(r.method, r.path) for r in llm_server.requests] == [
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+    ]
+    chat = llm_server.requests[0]
+    assert chat.headers["authorization"] == "Bearer sk-test"
+    assert chat.headers["content-type"] == "application/json"
+    assert chat.body == {"model": MODEL, "messages": MESSAGES, "seed": 21, "temperature": 0.25}
+    assert json.loads(chat.raw_body) == chat.body
+    assert chat.query == ""
+    assert llm_server.requests[1].body is None
+
+
+def test_models_list(client: openai.OpenAI) -> None:
+    assert MODEL in [model.id for model in client.models.list()]
+
+
+def test_unknown_path_is_a_logged_openai_style_404(llm_server: LLMServer) -> None:
+    status, _, body = raw_request(llm_server, "POST", "/v1/embeddingz?x=1", {"input": "a"})
+    assert status == 404
+    assert json.loads(body)["error"]["message"] == "Unknown request URL: /v1/embeddingz"
+    assert (llm_server.requests[0].path, llm_server.requests[0].query) == ("/v1/embeddingz", "x=1")
+    assert llm_server.requests[0].body == {"input": "a"}
+
+
+def test_malformed_body_is_a_400(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    status, _, body = raw_request(llm_server, "POST", "/v1/chat/completions", {"model": MODEL})
+    assert status == 400
+    assert "messages" in json.loads(body)["error"]["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, extra_body={"seed": "x"})
+
+
+# ------------------------------------------------------------------------------------ responses API
+
+
+def test_responses_endpoint_output_text(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    response = client.responses.create(model=MODEL, input="Tell me a story")
+    assert response.output_text == llm_server.expected_text(
+        seed=None, model=MODEL, temperature=None, prompt="Tell me a story"
+    )
+    assert response.status == "completed"
+    assert response.object == "response"
+    assert response.usage is not None
+    assert response.usage.output_tokens == 12
+    assert response.usage.input_tokens == 4
+    assert llm_server.requests[-1].path == "/v1/responses"
+
+
+# ------------------------------------------------------------------------------------------ gzip
+
+
+def test_non_streamed_json_is_gzipped_when_accepted(llm_server: LLMServer) -> None:
+    request = {"model": MODEL, "messages": MESSAGES, "seed": 1}
+    headers = {"Accept-Encoding": "gzip, deflate", "Content-Type": "application/json"}
+    status, response_headers, body = raw_request(llm_server, "POST", "/v1/chat/completions", request, headers)
+    assert status == 200
+    assert response_headers["content-encoding"] == "gzip"
+    assert int(response_headers["content-length"]) == len(body)
+    completion = json.loads(gzip.decompress(body))
+    assert completion["choices"][0]["message"]["content"] == llm_server.expected_text(
+        seed=1, model=MODEL, temperature=None, messages=MESSAGES
+    )
+
+
+def test_no_gzip_when_disabled_not_accepted_or_streaming(llm_server: LLMServer) -> None:
+    request = {"model": MODEL, "messages": MESSAGES}
+    _, plain_headers, plain = raw_request(llm_server, "POST", "/v1/chat/completions", request)
+    assert "content-encoding" not in plain_headers
+    assert json.loads(plain)["object"] == "chat.completion"
+
+    zstd_only = {"Accept-Encoding": "zstd, br"}
+    _, zstd_headers, _ = raw_request(llm_server, "POST", "/v1/chat/completions", request, zstd_only)
+    assert "content-encoding" not in zstd_headers
+
+    accepts_gzip = {"Accept-Encoding": "gzip"}
+    stream_request = {**request, "stream": True}
+    _, sse_headers, sse = raw_request(
+        llm_server, "POST", "/v1/chat/completions", stream_request, accepts_gzip
+    )
+    assert "content-encoding" not in sse_headers
+    assert sse_headers["content-type"].startswith("text/event-stream")
+    assert sse.endswith(b"data: [DONE]\n\n")
+
+    llm_server.gzip = False
+    _, off_headers, _ = raw_request(llm_server, "POST", "/v1/chat/completions", request, accepts_gzip)
+    assert "content-encoding" not in off_headers
+
+
+# ------------------------------------------------------------------------------- injected faults
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [(500, openai.InternalServerError), (429, openai.RateLimitError), (503, openai.InternalServerError)],
+)
+def test_fail_next_raises_the_sdk_error_and_is_logged(
+    llm_server: LLMServer, client: openai.OpenAI, status: int, error_class: type[openai.APIStatusError]
+) -> None:
+    llm_server.fail_next(status, message="boom from the test")
+    with pytest.raises(error_class, match="boom from the test") as caught:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=1)
+    assert caught.value.status_code == status
+    assert (caught.value.type, caught.value.code) == ("rate_limit" if status == 429 else "server_error", None)
+    assert caught.value.response.headers["retry-after"] == "0"
+    # The SDK treats "retry-after: 0" as absent; 1 ms is what really makes its retries instant.
+    assert caught.value.response.headers["retry-after-ms"] == "1"
+    assert len(llm_server.requests) == 1
+    assert llm_server.requests[0].body is not None and llm_server.requests[0].body["seed"] == 1
+    # Only one failure was injected: the next request succeeds.
+    assert chat_text(client, seed=1)
+
+
+def test_failures_are_consumed_in_order_and_only_by_completion_requests(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    llm_server.fail_next(429)
+    llm_server.fail_next(500, count=2)
+    client.models.list()  # not a completion request: consumes nothing
+    with pytest.raises(openai.RateLimitError):
+        client.completions.create(model=MODEL, prompt="a")
+    with pytest.raises(openai.InternalServerError):
+        client.responses.create(model=MODEL, input="a")
+    with pytest.raises(openai.InternalServerError):
+        chat_text(client)
+    assert chat_text(client)
+
+
+def test_sdk_retries_through_injected_failures(llm_server: LLMServer) -> None:
+    llm_server.fail_next(500, count=2)
+    with openai.OpenAI(base_url=llm_server.base_url, api_key="sk-test", max_retries=2) as retrying:
+        assert chat_text(retrying, seed=1) == llm_server.expected_text(
+            seed=1, model=MODEL, temperature=None, messages=MESSAGES
+        )
+    retry_counts = [r.headers.get("x-stainless-retry-count") for r in llm_server.requests]
+    assert retry_counts == ["0", "1", "2"]
+
+
+def test_hang_next_times_out_the_client_and_stop_still_returns(llm_server: LLMServer) -> None:
+    llm_server.hang_next(120)
+    with openai.OpenAI(
+        base_url=llm_server.base_url, api_key="sk-test", max_retries=0, timeout=0.3
+    ) as impatient:
+        with pytest.raises(openai.APITimeoutError):
+            chat_text(impatient)
+        assert chat_text(impatient)  # the hang was used up
+    assert len(llm_server.requests) == 2
+
+    # stop() must wake the 120 s sleeper rather than wait for it; run it where a hang can't block the
+    # test session forever, with a bound that is a deadlock guard, not a timing measurement.
+    stopper = threading.Thread(target=llm_server.stop)
+    stopper.start()
+    stopper.join(timeout=30)
+    assert not stopper.is_alive()
+    assert llm_server.active_handlers == 0  # the sleeping handler was woken and has finished
+    with pytest.raises(ConnectionRefusedError):
+        raw_request(llm_server, "GET", "/v1/models")
+
+
+def test_cut_stream_is_an_error_after_the_given_chunks(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    llm_server.cut_next_stream(after_chunks=3)
+    received: list[str] = []
+    with pytest.raises(Exception) as caught:
+        for chunk in client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=8, stream=True):
+            received.append(chunk.choices[0].delta.content or "")
+    assert is_connection_cut(caught.value), repr(caught.value)
+    assert len(received) == 3
+    expected = llm_server.expected_text(seed=8, model=MODEL, temperature=None, messages=MESSAGES)
+    assert expected.startswith("".join(received)) and "".join(received) != expected
+
+    # Only the next stream was cut.
+    complete = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=8, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in complete) == expected
+
+
+@pytest.mark.asyncio
+async def test_async_cut_stream_is_an_error(llm_server: LLMServer) -> None:
+    llm_server.cut_next_stream(after_chunks=100)  # more than there are chunks: still no [DONE]
+    async with async_client(llm_server) as aclient:
+        stream = await aclient.completions.create(model=MODEL, prompt="p", stream=True)
+        received: list[str] = []
+        with pytest.raises(Exception) as caught:
+            async for chunk in stream:
+                received.append(chunk.choices[0].text)
+    assert is_connection_cut(caught.value), repr(caught.value)
+    assert "".join(received) == llm_server.expected_text(seed=None, model=MODEL, temperature=None, prompt="p")
+
+
+def test_cut_applies_only_to_streams(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    llm_server.cut_next_stream()
+    assert chat_text(client)  # non-streamed: not cut, and the cut stays pending
+    with pytest.raises(Exception) as caught:
+        list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+    assert is_connection_cut(caught.value)
+
+
+# ------------------------------------------------------------------------------ lifecycle and reset
+
+
+def test_restart_on_same_port_keeps_the_log_and_knobs() -> None:
+    with running_server() as server:
+        port = server.port
+        assert server.base_url == f"http://127.0.0.1:{port}/v1"
+        server.variant = "kept"
+        with openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0) as sync_client:
+            before = chat_text(sync_client, seed=1)
+            server.stop()
+            server.stop()  # idempotent
+            with pytest.raises(openai.APIConnectionError):
+                chat_text(sync_client, seed=1)  # also on the pooled keep-alive connection
+            with pytest.raises(ConnectionRefusedError):
+                raw_request(server, "GET", "/v1/models")
+
+            server.start(port)
+            assert server.port == port
+            assert chat_text(sync_client, seed=1) == before
+        assert len(server.requests) == 2
+        assert server.variant == "kept"
+
+
+def test_start_twice_is_an_error(llm_server: LLMServer) -> None:
+    with pytest.raises(RuntimeError, match="already running"):
+        llm_server.start()
+
+
+def test_reset_clears_log_injections_and_knobs(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    default_text = chat_text(client, seed=1)
+    llm_server.variant = "v2"
+    llm_server.fingerprint = "fp_other"
+    llm_server.fingerprint_style = "absent"
+    llm_server.model_override = "other"
+    llm_server.gzip = False
+    llm_server.response_headers["x-extra"] = "1"
+    llm_server.fail_next(500, count=3)
+    llm_server.hang_next(60)
+    llm_server.cut_next_stream()
+
+    llm_server.reset()
+
+    assert llm_server.requests == []
+    completion = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, seed=1)
+    parsed = completion.parse()
+    assert parsed.choices[0].message.content == default_text
+    assert (parsed.model, parsed.system_fingerprint) == (MODEL, "fp_test_1")
+    assert "x-extra" not in completion.headers
+    assert completion.headers["content-encoding"] == "gzip"
+    assert list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+
+
+# ------------------------------------------------------------------------------------- concurrency
+
+
+@pytest.mark.asyncio
+async def test_five_concurrent_async_requests(llm_server: LLMServer) -> None:
+    async with async_client(llm_server) as aclient:
+
+        async def streamed(seed: int) -> str:
+            stream = await aclient.chat.completions.create(
+                model=MODEL, messages=MESSAGES, seed=seed, stream=True
+            )
+            return "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+
+        async def whole(seed: int) -> str:
+            completion = await aclient.chat.completions.create(model=MODEL, messages=MESSAGES, seed=seed)
+            return completion.choices[0].message.content or ""
+
+        seeds = range(100, 105)
+        texts = await asyncio.gather(*[streamed(s) for s in seeds], *[whole(s) for s in seeds])
+
+    expected = [
+        llm_server.expected_text(seed=s, model=MODEL, temperature=None, messages=MESSAGES) for s in seeds
+    ]
+    assert texts == expected + expected
+    assert len(llm_server.requests) == 10
+
+
+def test_concurrent_sync_streams_from_threads(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    def streamed(seed: int) -> str:
+        stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=seed, stream=True)
+        return "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+
+    seeds = list(range(5))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
+        texts = list(pool.map(streamed, seeds))
+    assert texts == [
+        llm_server.expected_text(seed=s, model=MODEL, temperature=None, messages=MESSAGES) for s in seeds
+    ]
