@@ -974,3 +974,25 @@ def llm_server() -> Iterator[LLMServer]:
     """A freshly started LLMServer for one test, stopped afterwards."""
     with running_server() as server:
         yield server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted: ``python tests/llmserver.py --port 8765`` (used to re-record examples/)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--fingerprint", default="fp_test_1")
+    args = parser.parse_args(argv)
+    server = LLMServer()
+    server.fingerprint = args.fingerprint
+    server.start(args.port)
+    print(f"serving {server.base_url} (fingerprint {server.fingerprint}); Ctrl-C stops", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
