@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 import shop_assistant
 
 pytestmark = pytest.mark.llm_params(temperature=0.7)
@@ -28,13 +27,15 @@ def test_classifier_answers_a_known_label(seeded_llm):
 
 
 @pytest.mark.seed(21)
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_triage_many_tickets_at_once(seeded_llm):
     tickets = [TICKET, "Where is my refund?", "The blue mug arrived broken.", "Can I change my address?"]
     lines = await shop_assistant.triage(tickets)
     assert len(lines) == len(tickets) and all(lines)
     # Calls are kept in issue order, whatever order the answers came back in.
-    assert [c.request["messages"][0]["content"] for c in seeded_llm.calls] == [f"One line for: {t}" for t in tickets]
+    assert [c.request["messages"][0]["content"] for c in seeded_llm.calls] == [
+        f"One line for: {t}" for t in tickets
+    ]
 
 
 @pytest.mark.seed(99)

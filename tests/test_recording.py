@@ -117,7 +117,7 @@ def test_changed_seed_or_prompt_in_replay_fails_with_how_to_record(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "seedrepro: test_it.py::test_a: no recording in *test_it*test_a.yaml matches the request "
+            "seedrepro: test_it.py::test_a: no recording in *test_it*test_a.yaml matches "
             "POST /chat/completions (seed=2, model=gpt-4o-mini). "
             "Record it with: pytest --seedrepro-mode=record 'test_it.py::test_a'"
         ]

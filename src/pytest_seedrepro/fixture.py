@@ -175,7 +175,8 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
             if recording.is_missing_recording(exc):
                 message = recording.describe_missing(call, item.nodeid, state.cassette)
                 call.error = message
-                state.problems.append(message)
+                if message not in state.problems:  # calls of one test often share seed and model
+                    state.problems.append(message)
                 return recording.MissingRecording(message)
         # An API error (429, 5xx, timeout, connection): the test errors with the
         # API's own message, and nothing of this test is written.

@@ -199,8 +199,8 @@ def is_missing_recording(exc: BaseException) -> bool:
 
 def describe_missing(call: Call, nodeid: str, path: Path) -> str:
     """The one-line message for a request that has no recording in ``replay`` mode."""
-    where = f"no recording file {path}" if not path.exists() else f"no recording in {path} matches"
+    where = f"no recording file {path} for" if not path.exists() else f"no recording in {path} matches"
     return (
-        f"seedrepro: {nodeid}: {where} the request POST {call.endpoint} (seed={call.seed}, "
+        f"seedrepro: {nodeid}: {where} POST {call.endpoint} (seed={call.seed}, "
         f"model={call.request.get('model')}). Record it with: pytest --seedrepro-mode=record '{nodeid}'"
     )
