@@ -8,7 +8,8 @@ from llmserver import LLMServer
 
 pytestmark = pytest.mark.usefixtures("llm_server")
 
-LIVE = "--seedrepro-mode=live"
+# These tests look at requests, not at verdicts: every run writes its snapshots.
+LIVE = ("--seedrepro-mode=live", "--snapshot-update")
 
 
 def completion_bodies(server: LLMServer) -> list[dict]:
@@ -23,7 +24,7 @@ def test_default_seed_fills_requests_without_a_seed(suite: pytest.Pytester, llm_
             assert seeded_llm.seed == 1234
         """
     )
-    suite.runpytest(LIVE).assert_outcomes(passed=1)
+    suite.runpytest(*LIVE).assert_outcomes(passed=1)
     (body,) = completion_bodies(llm_server)
     assert body["seed"] == 1234
     assert body["messages"] == [{"role": "user", "content": "hello"}]
@@ -36,7 +37,7 @@ def test_seed_option_changes_the_default_seed(suite: pytest.Pytester, llm_server
             seeded_llm.client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         """
     )
-    suite.runpytest(LIVE, "--seedrepro-seed=77").assert_outcomes(passed=1)
+    suite.runpytest(*LIVE, "--seedrepro-seed=77").assert_outcomes(passed=1)
     assert [b["seed"] for b in completion_bodies(llm_server)] == [77]
 
 
@@ -47,7 +48,7 @@ def test_default_seed_keeps_a_seed_the_call_chose(suite: pytest.Pytester, llm_se
             seeded_llm.client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], seed=5)
         """
     )
-    result = suite.runpytest(LIVE, "-W", "error::pytest_seedrepro.SeedReproWarning")
+    result = suite.runpytest(*LIVE, "-W", "error::pytest_seedrepro.SeedReproWarning")
     result.assert_outcomes(passed=1)
     assert [b["seed"] for b in completion_bodies(llm_server)] == [5]
 
@@ -74,7 +75,7 @@ def test_marker_seed_and_params_merge_module_class_function(
             seeded_llm.complete("b")
         """
     )
-    suite.runpytest(LIVE).assert_outcomes(passed=2)
+    suite.runpytest(*LIVE).assert_outcomes(passed=2)
     first, second = completion_bodies(llm_server)
     assert {k: first[k] for k in ("seed", "model", "temperature", "top_p", "max_tokens")} == {
         "seed": 99,
@@ -113,7 +114,7 @@ def test_marker_overriding_a_call_value_warns_naming_each_key(
             assert "'temperature'" in messages[1]
         """
     )
-    suite.runpytest(LIVE).assert_outcomes(passed=1)
+    suite.runpytest(*LIVE).assert_outcomes(passed=1)
     (body,) = completion_bodies(llm_server)
     assert (body["seed"], body["temperature"]) == (3, 0)
 
@@ -128,7 +129,7 @@ def test_same_value_as_marker_does_not_warn(suite: pytest.Pytester) -> None:
             seeded_llm.client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], seed=3)
         """
     )
-    suite.runpytest(LIVE, "-W", "error::pytest_seedrepro.SeedReproWarning").assert_outcomes(passed=1)
+    suite.runpytest(*LIVE, "-W", "error::pytest_seedrepro.SeedReproWarning").assert_outcomes(passed=1)
 
 
 def test_async_gather_streams_and_legacy_completions_are_pinned(
@@ -171,7 +172,7 @@ def test_async_gather_streams_and_legacy_completions_are_pinned(
             assert [c.output for c in seeded_llm.calls] == [out.choices[0].text, joined]
         """
     )
-    suite.runpytest(LIVE).assert_outcomes(passed=4)
+    suite.runpytest(*LIVE).assert_outcomes(passed=4)
     bodies = completion_bodies(llm_server)
     assert sorted(b["seed"] for b in bodies) == [42] * 5 + [43, 44, 45, 45]
     assert all(b["temperature"] == 0.3 for b in bodies if b["seed"] == 42)
@@ -215,7 +216,7 @@ def test_client_built_by_the_code_under_test_is_pinned(suite: pytest.Pytester, l
             assert len(seeded_llm.calls) == 1
         """,
     )
-    suite.runpytest(LIVE).assert_outcomes(passed=2)
+    suite.runpytest(*LIVE).assert_outcomes(passed=2)
     bodies = completion_bodies(llm_server)
     assert [(b["model"], b["seed"], b.get("temperature")) for b in bodies] == [
         ("app-model", 7, 0),
@@ -238,7 +239,7 @@ def test_client_built_outside_a_seeded_test_is_left_alone(
             seeded_llm.complete("y")
         """
     )
-    suite.runpytest(LIVE).assert_outcomes(passed=2)
+    suite.runpytest(*LIVE).assert_outcomes(passed=2)
     bodies = completion_bodies(llm_server)
     assert [b.get("seed") for b in bodies] == [None, 1234]
 
@@ -266,7 +267,7 @@ def test_calls_hold_parameters_output_fingerprint_usage_in_issue_order(
             assert [c.output for c in seeded_llm.calls] == [first, second, third]
         """
     )
-    suite.runpytest(LIVE).assert_outcomes(passed=1)
+    suite.runpytest(*LIVE).assert_outcomes(passed=1)
     import json
 
     calls = json.loads((suite.path / "calls.json").read_text())

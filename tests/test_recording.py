@@ -74,7 +74,7 @@ def test_record_then_replay_offline_with_no_key(
     suite: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     suite.makepyfile(app=APP, test_suite=SUITE)
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=5)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=5)
     recorded = outputs(suite)
     assert all(all(r is False for r in out["replayed"]) for out in recorded.values())
     assert len(list((suite.path / "cassettes" / "test_suite").glob("*.yaml"))) == 5
@@ -92,7 +92,7 @@ def test_record_then_replay_offline_with_no_key(
 
 def test_replay_opens_no_connection(suite: pytest.Pytester, llm_server: LLMServer) -> None:
     suite.makepyfile(app=APP, test_suite=SUITE)
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=5)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=5)
     recorded_requests = len(llm_server.requests)
     assert recorded_requests >= 10
     port = llm_server.port
@@ -109,7 +109,7 @@ def test_changed_seed_or_prompt_in_replay_fails_with_how_to_record(
     suite.makepyfile(
         test_it="import pytest\n@pytest.mark.seed(1)\ndef test_a(seeded_llm):\n    seeded_llm.complete('hi')\n"
     )
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
     suite.makepyfile(
         test_it="import pytest\n@pytest.mark.seed(2)\ndef test_a(seeded_llm):\n    seeded_llm.complete('hi')\n"
     )
@@ -153,14 +153,14 @@ def test_missing_recording_fails_even_if_the_app_swallows_the_error(suite: pytes
 def test_rerecord_overwrites_and_live_writes_nothing(suite: pytest.Pytester, llm_server: LLMServer) -> None:
     suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('hi')\n")
     cassette = suite.path / "cassettes" / "test_it" / "test_a.yaml"
-    suite.runpytest("--seedrepro-mode=live").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=live", "--snapshot-update").assert_outcomes(passed=1)
     assert not (suite.path / "cassettes").exists()
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
     first = cassette.read_text()
     llm_server.variant = "new backend"
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
     assert cassette.read_text() == first  # record replays what is recorded
-    suite.runpytest("--seedrepro-mode=rerecord").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update").assert_outcomes(passed=1)
     second = cassette.read_text()
     assert second != first
     assert len(yaml.safe_load(second)["interactions"]) == 1
@@ -176,7 +176,7 @@ def test_identical_requests_replay_in_recorded_order(suite: pytest.Pytester) -> 
                 json.dump(answers, f)
         """
     )
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
     cassette = next((suite.path / "cassettes").rglob("*.yaml"))
     data = yaml.safe_load(cassette.read_text())
     assert len(data["interactions"]) == 2
@@ -184,7 +184,7 @@ def test_identical_requests_replay_in_recorded_order(suite: pytest.Pytester) -> 
     body["choices"][0]["message"]["content"] = "the second answer"
     data["interactions"][1]["response"]["body"]["string"] = json.dumps(body)
     cassette.write_text(yaml.safe_dump(data))
-    suite.runpytest().assert_outcomes(passed=1)
+    suite.runpytest("--snapshot-update").assert_outcomes(passed=1)  # the answer changed on purpose
     first, second = json.loads((suite.path / "answers.json").read_text())
     assert second == "the second answer" and first != second
 
@@ -193,7 +193,7 @@ def test_recordings_are_readable_and_keep_no_secret_or_volatile_header(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
     suite.makepyfile(app=APP, test_suite=SUITE)
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=5)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=5)
     for cassette in (suite.path / "cassettes").rglob("*.yaml"):
         text = cassette.read_text()
         assert "!!binary" not in text and "gzip" not in text.lower(), cassette
@@ -213,11 +213,11 @@ def test_sentinel_key_never_reaches_a_file(
 ) -> None:
     suite.makepyfile(app=APP, test_suite=SUITE)
     extra = ["-n", "2"] if xdist else []
-    suite.runpytest("--seedrepro-mode=record", *extra).assert_outcomes(passed=5)
-    suite.runpytest("--seedrepro-mode=rerecord", *extra).assert_outcomes(passed=5)
-    suite.runpytest("--seedrepro-mode=live", *extra).assert_outcomes(passed=5)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update", *extra).assert_outcomes(passed=5)
+    suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update", *extra).assert_outcomes(passed=5)
+    suite.runpytest("--seedrepro-mode=live", "--snapshot-update", *extra).assert_outcomes(passed=5)
     llm_server.fail_next(status=500, count=100)
-    suite.runpytest("--seedrepro-mode=rerecord", *extra).assert_outcomes(failed=5)
+    suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update", *extra).assert_outcomes(failed=5)
     assert any(SENTINEL_KEY in r.headers.get("authorization", "") for r in llm_server.requests)
     written = all_text(suite.path)
     assert written  # the probe reads the files that were written
@@ -233,7 +233,7 @@ def test_api_error_during_record_writes_nothing_and_errors_with_its_message(
 ) -> None:
     suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('hi')\n")
     llm_server.fail_next(status=status, count=10, message="the backend is on fire")
-    result = suite.runpytest("--seedrepro-mode=record")
+    result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*the backend is on fire*"])
     assert not (suite.path / "cassettes").exists()
@@ -244,7 +244,7 @@ def test_api_error_during_rerecord_keeps_the_previous_recording(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
     suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('one')\n")
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
     cassette = suite.path / "cassettes" / "test_it" / "test_a.yaml"
     before = cassette.read_bytes()
     llm_server.variant = "changed"
@@ -260,7 +260,7 @@ def test_api_error_during_rerecord_keeps_the_previous_recording(
             unreachable.chat.completions.create(model="m", messages=[{"role": "user", "content": "two"}])
         """
     )
-    result = suite.runpytest("--seedrepro-mode=rerecord")
+    result = suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Connection*refused*"])
     assert cassette.read_bytes() == before
@@ -279,7 +279,7 @@ def test_swallowed_api_error_still_fails_the_test(suite: pytest.Pytester, llm_se
         """
     )
     llm_server.fail_next(status=500, message="kaput")
-    result = suite.runpytest("--seedrepro-mode=record")
+    result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["seedrepro: *test_a: call 0 failed: InternalServerError: *kaput*"])
 
@@ -290,7 +290,7 @@ def test_a_mode_that_calls_the_api_needs_a_key(
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     suite.makepyfile("def test_a(seeded_llm):\n    seeded_llm.complete('x')\n")
-    result = suite.runpytest(f"--seedrepro-mode={mode}")
+    result = suite.runpytest(f"--seedrepro-mode={mode}", "--snapshot-update")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [f"seedrepro: *test_a: --seedrepro-mode={mode} calls the API and needs OPENAI_API_KEY*"]
@@ -311,14 +311,24 @@ def test_corrupt_recording_is_one_error_naming_the_file(suite: pytest.Pytester) 
     assert cassette.read_text().startswith("interactions: [ {request:")
 
 
-def test_serial_and_xdist_recordings_are_identical(suite: pytest.Pytester) -> None:
+def written_files(root: Path) -> dict[Path, bytes]:
+    return {
+        p.relative_to(root): p.read_bytes()
+        for directory in ("cassettes", "__snapshots__")
+        for p in (root / directory).rglob("*")
+        if p.is_file()
+    }
+
+
+def test_serial_and_xdist_recordings_and_snapshots_are_identical(suite: pytest.Pytester) -> None:
     suite.makepyfile(app=APP, test_suite=SUITE)
-    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=5)
-    serial = {p.relative_to(suite.path): p.read_bytes() for p in (suite.path / "cassettes").rglob("*.yaml")}
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=5)
+    serial = written_files(suite.path)
     import shutil
 
     shutil.rmtree(suite.path / "cassettes")
-    suite.runpytest("--seedrepro-mode=record", "-n", "2").assert_outcomes(passed=5)
-    parallel = {p.relative_to(suite.path): p.read_bytes() for p in (suite.path / "cassettes").rglob("*.yaml")}
-    assert len(serial) == 5
+    shutil.rmtree(suite.path / "__snapshots__")
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update", "-n", "2").assert_outcomes(passed=5)
+    parallel = written_files(suite.path)
+    assert len(serial) == 10  # 5 recordings, 5 snapshots
     assert parallel == serial

@@ -46,6 +46,10 @@ class TestState:
     #: Set by the verdict: the test is skipped for a fingerprint change, so its
     #: files must stay as they were.
     keep_files_as_they_were: bool = False
+    #: syrupy's ``SnapshotAssertion`` with seedrepro's extension (None without syrupy's plugin).
+    snapshot: Any = None
+    #: Calls whose fingerprint differs from the snapshot's (``verdict.FingerprintChange``).
+    fingerprint_changes: list[Any] = field(default_factory=list)
 
 
 TEST_STATE = pytest.StashKey[TestState]()
@@ -148,6 +152,10 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     state = TestState(calls=[], pins=markers.resolve(item))  # markers were validated at collection
     item.stash[TEST_STATE] = state
     hook = request.config.hook
+    if request.config.pluginmanager.hasplugin("syrupy"):
+        import pytest_seedrepro.snapshots as snapshots
+
+        state.snapshot = request.getfixturevalue("snapshot").use_extension(snapshots.LLMCallsExtension)
 
     def prepare_body(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         pinnable = is_pinnable(path)

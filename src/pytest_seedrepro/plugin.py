@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_seedrepro import markers, options
+from pytest_seedrepro import markers, options, report
 from pytest_seedrepro.session import RUN_STATE, RunState
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in markers.MARKER_LINES:
         config.addinivalue_line("markers", line)
     config.stash[RUN_STATE] = RunState(options.resolve(config))
+    config.pluginmanager.register(report.RunSummary(config), "seedrepro-summary")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -55,6 +56,21 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     markers.validate_at_collection(metafunc.definition)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    verdict = sys.modules.get("pytest_seedrepro.verdict")
+    if verdict is None:
+        return (yield)
+    try:
+        result = yield
+    except BaseException:
+        verdict.after_body(item, body_failed=True)
+        raise
+    # After the body, still in the call phase: a fail, skip or warning here is the test's own.
+    verdict.after_body(item, body_failed=False)
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,24 +1,279 @@
-"""Deciding each ``seeded_llm`` test's outcome after its body ran."""
+"""Each ``seeded_llm`` test's verdict, decided after its body ran to its end.
+
+The table (DESIGN.md, "The verdict for each test"), per call:
+
+====================================  ============  =========================
+fingerprint vs snapshot               output equal  output differs
+====================================  ============  =========================
+same (or either is ``None``)          pass          fail, with a diff
+changed                               pass, noted   the policy: skip/warn/fail
+no snapshot yet                       fail: run with ``--snapshot-update``
+====================================  ============  =========================
+
+It runs inside the call phase (a ``pytest_runtest_call`` wrapper), after the
+body, so every call was made and recorded before a skip, and a
+``SeedReproFingerprintWarning`` is an ordinary warning of the test (an error
+under ``-W error``), never an INTERNALERROR.
+"""
 
 from __future__ import annotations
 
+import difflib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from pytest_seedrepro.fixture import TEST_STATE
+import pytest_seedrepro.snapshots as snapshots
+from pytest_seedrepro.calls import Call
+from pytest_seedrepro.fixture import TEST_STATE, TestState
+from pytest_seedrepro.options import POLICIES
+from pytest_seedrepro.session import RUN_STATE
+from pytest_seedrepro.warnings import SeedReproFingerprintWarning
+
+
+@dataclass
+class FingerprintChange:
+    """One call whose backend identity differs from the snapshot's."""
+
+    index: int
+    seed: Any
+    old: str | None
+    new: str | None
+    #: "same output" when only the fingerprint changed, else the policy applied.
+    outcome: str
+    old_model: str | None = None
+    new_model: str | None = None
+    diff: str = ""
+
+
+def refresh_command(nodeid: str) -> str:
+    """The command that accepts a new backend's output for one test."""
+    return f"pytest --seedrepro-mode=rerecord --snapshot-update '{nodeid}'"
+
+
+def _normalize(config: pytest.Config, output: str, call: Call) -> str:
+    # Every implementation runs, each on the previous one's result (LIFO, as pluggy calls them).
+    for impl in reversed(config.hook.pytest_seedrepro_normalize.get_hookimpls()):
+        kwargs = {"output": output, "call": call}
+        result = impl.function(*(kwargs[name] for name in impl.argnames))
+        if result is not None:
+            output = str(result)
+    return output
+
+
+def snapshot_entry(config: pytest.Config, call: Call) -> dict[str, Any]:
+    """What the snapshot keeps of one call: no ids, no timestamps, no transport keys."""
+    entry: dict[str, Any] = {"endpoint": call.endpoint, "system_fingerprint": call.system_fingerprint}
+    identity = config.hook.pytest_seedrepro_fingerprint(call=call)
+    if identity is not None and identity != call.system_fingerprint:
+        entry["backend"] = str(identity)
+    entry["response_model"] = call.model
+    entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in snapshots.TRANSPORT_KEYS}
+    entry["output"] = _normalize(config, call.output or "", call)
+    return entry
+
+
+def _identity(entry: dict[str, Any]) -> str | None:
+    value = entry.get("backend", entry.get("system_fingerprint"))
+    return None if value is None else str(value)
+
+
+def _diff(old: str, new: str) -> str:
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), "snapshot", "this run", lineterm="", n=2)
+    return "\n".join("    " + line for line in lines)
+
+
+def _policy(item: pytest.Item, state: TestState, change: FingerprintChange, call: Call) -> str:
+    chosen = item.config.hook.pytest_seedrepro_fingerprint_changed(
+        item=item, old=change.old, new=change.new, call=call
+    )
+    if chosen is not None:
+        if chosen not in POLICIES:
+            pytest.fail(
+                f"seedrepro: {item.nodeid}: pytest_seedrepro_fingerprint_changed returned {chosen!r}; "
+                f"expected one of {', '.join(POLICIES)} or None",
+                pytrace=False,
+            )
+        return str(chosen)
+    if state.pins.policy is not None:
+        return state.pins.policy
+    return item.config.stash[RUN_STATE].settings.on_fingerprint_change
+
+
+def _read(location: str) -> str | None:
+    try:
+        return Path(location).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def after_body(item: pytest.Item, *, body_failed: bool) -> None:
+    """Compare the test's calls with its snapshot; may fail, skip or warn."""
+    state = item.stash.get(TEST_STATE, None)
+    if state is None or state.snapshot is None:
+        return
+    assertion = state.snapshot
+    location = assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
+    stored_text = _read(location)
+    if body_failed or state.problems or any(call.error for call in state.calls):
+        # Nothing of a failed test is written, and its snapshot stays in use:
+        # syrupy would otherwise report it unused, and --snapshot-update delete it.
+        if stored_text is not None:
+            assertion == snapshots.StoredText(stored_text)  # noqa: B015 - marks it used, unchanged
+        if state.problems and not body_failed:
+            pytest.fail("\n".join(state.problems), pytrace=False)
+        return
+    if not state.calls and stored_text is None:
+        return  # nothing to keep: no file is written for a test that made no call
+    current = [snapshot_entry(item.config, call) for call in state.calls]
+    rendered = snapshots.render(item.nodeid, current)
+    if assertion.update_snapshots:
+        assertion == rendered  # noqa: B015 - syrupy writes it when it differs
+        return
+    if stored_text is None:
+        assertion == rendered  # noqa: B015 - recorded by syrupy as a missing snapshot
+        pytest.fail(
+            f"seedrepro: {item.nodeid}: no snapshot yet ({location}); run with --snapshot-update to write it",
+            pytrace=False,
+        )
+    try:
+        stored = snapshots.parse(stored_text, location)
+    except snapshots.CorruptSnapshot as exc:
+        assertion == snapshots.StoredText(stored_text)  # noqa: B015 - in use, left as it is
+        pytest.fail(
+            f"seedrepro: {item.nodeid}: cannot read the snapshot {exc}. Fix or delete it, then "
+            f"run with --snapshot-update",
+            pytrace=False,
+        )
+    _judge(item, state, stored, current, rendered, stored_text)
+
+
+def _judge(
+    item: pytest.Item,
+    state: TestState,
+    stored: list[dict[str, Any]],
+    current: list[dict[str, Any]],
+    rendered: str,
+    stored_text: str,
+) -> None:
+    assertion = state.snapshot
+    nodeid = item.nodeid
+    failures: list[str] = []
+    if len(stored) != len(current):
+        failures.append(f"the test made {len(current)} call(s), the snapshot has {len(stored)}")
+    for index, (old, new, call) in enumerate(zip(stored, current, state.calls, strict=False)):
+        where = f"call {index} (seed {call.seed}, model {call.request.get('model')})"
+        old_request, new_request = old.get("request") or {}, new["request"]
+        changed = sorted(
+            k for k in old_request.keys() | new_request.keys() if old_request.get(k) != new_request.get(k)
+        )
+        if changed:
+            shown = "; ".join(f"{k}: {old_request.get(k)!r} -> {new_request.get(k)!r}" for k in changed)
+            failures.append(f"{where}: request parameters changed since the snapshot: {shown}")
+            continue
+        old_output, new_output = str(old.get("output") or ""), new["output"]
+        verdict = item.config.hook.pytest_seedrepro_compare(expected=old_output, actual=new_output, call=call)
+        same_output = (old_output == new_output) if verdict is None else bool(verdict)
+        old_fp, new_fp = _identity(old), _identity(new)
+        fingerprint_changed = old_fp is not None and new_fp is not None and old_fp != new_fp
+        change = FingerprintChange(
+            index,
+            call.seed,
+            old_fp,
+            new_fp,
+            "same output",
+            old.get("response_model"),
+            new.get("response_model"),
+        )
+        if same_output:
+            if fingerprint_changed:
+                state.fingerprint_changes.append(change)
+            continue
+        change.diff = _diff(old_output, new_output)
+        if not fingerprint_changed:
+            model_note = _model_note(change)
+            failures.append(
+                f"{where}: the output changed but the fingerprint did not "
+                f"(snapshot: {old_fp}, this run: {new_fp}){model_note}:\n{change.diff}"
+            )
+            continue
+        change.outcome = _policy(item, state, change, call)
+        state.fingerprint_changes.append(change)
+    if failures:
+        assertion == rendered  # noqa: B015 - syrupy counts it as a failed snapshot; nothing is written
+        pytest.fail(
+            f"seedrepro: {nodeid}: "
+            + "\n".join(failures)
+            + f"\nIf the new output is right: pytest --snapshot-update '{nodeid}'",
+            pytrace=False,
+        )
+    assertion == snapshots.StoredText(stored_text)  # noqa: B015 - in use, never rewritten by a fingerprint change
+    by_policy = {c.outcome for c in state.fingerprint_changes}
+    for policy in ("fail", "skip", "warn"):
+        if policy in by_policy:
+            message = _change_message(nodeid, [c for c in state.fingerprint_changes if c.outcome == policy])
+            if policy == "fail":
+                pytest.fail(message, pytrace=False)
+            if policy == "skip":
+                state.keep_files_as_they_were = True
+                pytest.skip(message)
+            warnings.warn(SeedReproFingerprintWarning(message), stacklevel=1)
+            return
+
+
+def _model_note(change: FingerprintChange) -> str:
+    if change.old_model is not None and change.new_model is not None and change.old_model != change.new_model:
+        return f"; the response's model changed too: {change.old_model} -> {change.new_model}"
+    return ""
+
+
+def _change_message(nodeid: str, changes: list[FingerprintChange]) -> str:
+    parts = [
+        f"call {c.index} (seed {c.seed}): system_fingerprint {c.old} -> {c.new}{_model_note(c)}"
+        for c in changes
+    ]
+    return (
+        f"seedrepro: {nodeid}: the backend changed and the output with it ({'; '.join(parts)}). "
+        f"Refresh with: {refresh_command(nodeid)}"
+    )
 
 
 def judge(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Turn what the plugin saw during the call phase into the test's outcome."""
+    """Tidy the call-phase report: clean messages, the skip's location, the summary's data."""
     state = item.stash.get(TEST_STATE, None)
     if state is None or report.when != "call":
         return
-    if state.problems and report.passed:
-        # The code under test swallowed the exception; the test still fails.
-        report.outcome = "failed"
+    if state.problems and report.failed and "MissingRecording" in str(report.longrepr):
         report.longrepr = "\n".join(state.problems)
-    elif state.problems and report.failed and _failed_on_missing_recording(report):
-        report.longrepr = "\n".join(state.problems)
+    if report.skipped and state.keep_files_as_they_were and isinstance(report.longrepr, tuple):
+        # Point the skip at the test, not at this module.
+        _, line, _ = item.location
+        report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])
+    report.seedrepro = summary_of(state, report)  # type: ignore[attr-defined]
 
 
-def _failed_on_missing_recording(report: pytest.TestReport) -> bool:
-    return "MissingRecording" in str(report.longrepr)
+def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
+    """The JSON-able data the terminal summary needs (it travels from xdist workers on the report)."""
+    calls = [c for c in state.calls if c.replayed is not None]
+    return {
+        "replayed": sum(1 for c in calls if c.replayed),
+        "live": sum(1 for c in calls if not c.replayed),
+        "tokens": sum(c.total_tokens for c in calls if not c.replayed),
+        "replayed_tokens": sum(c.total_tokens for c in calls if c.replayed),
+        "fingerprints": sorted({c.system_fingerprint for c in calls if c.system_fingerprint}),
+        "disagreeing_streams": [list(c.chunk_fingerprints) for c in calls if len(c.chunk_fingerprints) > 1],
+        "changes": [
+            {
+                "old": c.old,
+                "new": c.new,
+                "outcome": c.outcome,
+                "old_model": c.old_model,
+                "new_model": c.new_model,
+            }
+            for c in state.fingerprint_changes
+        ],
+        "unpinned": sum(1 for c in state.calls if not c.pinned),
+    }

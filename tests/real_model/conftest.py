@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from llama import INSTALL_HINT, LlamaServer, find_llama_server, find_model  # noqa: E402
+from llama import INSTALL_HINT, LlamaServer, find_llama_server, find_model
 
 
 def _in_ci() -> bool:

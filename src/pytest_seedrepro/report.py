@@ -1,0 +1,95 @@
+"""The ``seedrepro`` section of the terminal summary, for the whole run.
+
+Each test's data travels on its call-phase report (``report.seedrepro``), which
+pytest-xdist serialises from the workers to the controller with the rest of
+the report, so the controller prints one summary for the whole run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+
+class RunSummary:
+    """Totals over every ``seeded_llm`` test of the run; a plugin object registered at configure."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.tests = 0
+        self.replayed = 0
+        self.live = 0
+        self.tokens = 0
+        self.replayed_tokens = 0
+        self.unpinned = 0
+        self.fingerprints: Counter[str] = Counter()
+        #: (nodeid, outcome, old, new, old_model, new_model)
+        self.changes: list[tuple[str, str, Any, Any, Any, Any]] = []
+        self.disagreeing: list[tuple[str, list[str]]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Fold a call-phase report in (on the controller under xdist, in-process otherwise)."""
+        data = getattr(report, "seedrepro", None)
+        if report.when == "call" and isinstance(data, dict):
+            self.add(report.nodeid, data)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Print the section once, where the user sees it (never on an xdist worker)."""
+        if not self.tests or hasattr(self.config, "workerinput"):
+            return
+        terminalreporter.write_sep("-", "seedrepro")
+        for line in self.lines():
+            terminalreporter.write_line(line)
+
+    def add(self, nodeid: str, data: dict[str, Any]) -> None:
+        """Fold one test's data in."""
+        self.tests += 1
+        self.replayed += int(data.get("replayed", 0))
+        self.live += int(data.get("live", 0))
+        self.tokens += int(data.get("tokens", 0))
+        self.replayed_tokens += int(data.get("replayed_tokens", 0))
+        self.unpinned += int(data.get("unpinned", 0))
+        self.fingerprints.update(data.get("fingerprints", []))
+        for change in data.get("changes", []):
+            outcome = {"skip": "skipped", "warn": "warned", "fail": "failed"}.get(
+                change["outcome"], change["outcome"]
+            )
+            self.changes.append(
+                (
+                    nodeid,
+                    outcome,
+                    change["old"],
+                    change["new"],
+                    change.get("old_model"),
+                    change.get("new_model"),
+                )
+            )
+        for chunks in data.get("disagreeing_streams", []):
+            self.disagreeing.append((nodeid, chunks))
+
+    def lines(self) -> list[str]:
+        """The section's text."""
+        out = [
+            f"{self.tests} test(s) with seeded_llm: {self.replayed} call(s) replayed, {self.live} live; "
+            f"{self.tokens} token(s) used live ({self.replayed_tokens} replayed)"
+        ]
+        if self.unpinned:
+            out.append(f"{self.unpinned} call(s) to endpoints without a seed (unpinned)")
+        if self.fingerprints:
+            seen = ", ".join(f"{fp} ({n})" for fp, n in sorted(self.fingerprints.items()))
+            out.append(f"fingerprints seen (tests): {seen}")
+        if self.changes:
+            out.append("fingerprint changes:")
+            for nodeid, outcome, old, new, old_model, new_model in self.changes:
+                model = (
+                    f"; model {old_model} -> {new_model}"
+                    if old_model and new_model and old_model != new_model
+                    else ""
+                )
+                out.append(f"  {outcome}: {nodeid}: {old} -> {new}{model}")
+            out.append("refresh a test with: pytest --seedrepro-mode=rerecord --snapshot-update 'NODEID'")
+        for nodeid, chunks in self.disagreeing:
+            out.append(f"stream chunks disagreed on the fingerprint in {nodeid}: {' / '.join(chunks)}")
+        return out
