@@ -349,3 +349,30 @@ def test_a_test_without_calls_writes_no_snapshot(suite: pytest.Pytester) -> None
     suite.runpytest(LIVE).assert_outcomes(passed=1)
     suite.runpytest(LIVE, "--snapshot-update").assert_outcomes(passed=1)
     assert not (suite.path / "__snapshots__").exists()
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_report_file_holds_the_summary(suite: pytest.Pytester, llm_server: LLMServer, xdist: bool) -> None:
+    import json
+
+    suite.makepyfile(test_it=KINDS["async"])
+    extra = ("-n", "2") if xdist else ()
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update", *extra).assert_outcomes(passed=1)
+    llm_server.fingerprint, llm_server.variant = "fp_new", "new"
+    suite.runpytest(
+        "--seedrepro-mode=rerecord", "--seedrepro-report=out/report.json", *extra
+    ).assert_outcomes(skipped=1)
+    report = json.loads((suite.path / "out" / "report.json").read_text())
+    assert report["tests"] == 1
+    assert report["calls"] == {"replayed": 0, "live": 2, "unpinned": 0}
+    assert report["fingerprints"] == {"fp_new": 1}
+    assert report["fingerprint_changes"] == [
+        {
+            "test": "test_it.py::test_it",
+            "outcome": "skipped",
+            "old": "fp_test_1",
+            "new": "fp_new",
+            "old_model": "gpt-4o-mini",
+            "new_model": "gpt-4o-mini",
+        }
+    ]

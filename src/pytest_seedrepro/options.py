@@ -35,6 +35,7 @@ class Settings:
     model: str
     base_url: str | None
     cassette_dir: str
+    report_file: str | None = None
 
     @property
     def writes_recordings(self) -> bool:
@@ -96,6 +97,14 @@ def add_options(parser: pytest.Parser) -> None:
         "DIR",
         f"recordings directory, relative to each test module's directory (default: {DEFAULT_CASSETTE_DIR})",
     )
+    _add(
+        parser,
+        group,
+        "seedrepro_report",
+        "PATH",
+        "write the run's seedrepro summary (calls, tokens, fingerprints, changes) to this JSON file "
+        "(default: none)",
+    )
 
 
 def _add(parser: pytest.Parser, group: pytest.OptionGroup, name: str, metavar: str, help_text: str) -> None:
@@ -142,6 +151,7 @@ def resolve(config: pytest.Config) -> Settings:
     model = _raw(config, "seedrepro_model")
     base_url = _raw(config, "seedrepro_base_url")
     cassette_dir = _raw(config, "seedrepro_cassette_dir")
+    report_file = _raw(config, "seedrepro_report")
     return Settings(
         mode=_choice(config, "seedrepro_mode", MODES, DEFAULT_MODE, MODE_ENV_VAR),
         on_fingerprint_change=_choice(config, "seedrepro_on_fingerprint_change", POLICIES, DEFAULT_POLICY),
@@ -149,4 +159,5 @@ def resolve(config: pytest.Config) -> Settings:
         model=model[0] if model else DEFAULT_MODEL,
         base_url=base_url[0] if base_url else None,
         cassette_dir=cassette_dir[0] if cassette_dir else DEFAULT_CASSETTE_DIR,
+        report_file=report_file[0] if report_file else None,
     )

@@ -7,7 +7,10 @@ the report, so the controller prints one summary for the whole run.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +46,35 @@ class RunSummary:
         for line in self.lines():
             terminalreporter.write_line(line)
 
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write ``--seedrepro-report`` (once: on the controller under xdist), atomically."""
+        from pytest_seedrepro.session import RUN_STATE
+
+        path = self.config.stash[RUN_STATE].settings.report_file
+        if path is None or hasattr(self.config, "workerinput"):
+            return
+        target = Path(path)
+        if not target.is_absolute():
+            target = self.config.invocation_params.dir / target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-able data (the ``--seedrepro-report`` file)."""
+        return {
+            "tests": self.tests,
+            "calls": {"replayed": self.replayed, "live": self.live, "unpinned": self.unpinned},
+            "tokens": {"live": self.tokens, "replayed": self.replayed_tokens},
+            "fingerprints": dict(sorted(self.fingerprints.items())),
+            "fingerprint_changes": [
+                {"test": t, "outcome": o, "old": old, "new": new, "old_model": om, "new_model": nm}
+                for t, o, old, new, om, nm in self.changes
+            ],
+            "disagreeing_streams": [{"test": t, "fingerprints": fps} for t, fps in self.disagreeing],
+        }
+
     def add(self, nodeid: str, data: dict[str, Any]) -> None:
         """Fold one test's data in."""
         self.tests += 1
@@ -56,16 +88,16 @@ class RunSummary:
             outcome = {"skip": "skipped", "warn": "warned", "fail": "failed"}.get(
                 change["outcome"], change["outcome"]
             )
-            self.changes.append(
-                (
-                    nodeid,
-                    outcome,
-                    change["old"],
-                    change["new"],
-                    change.get("old_model"),
-                    change.get("new_model"),
-                )
+            entry = (
+                nodeid,
+                outcome,
+                change["old"],
+                change["new"],
+                change.get("old_model"),
+                change.get("new_model"),
             )
+            if entry not in self.changes:  # one line per test, however many of its calls changed
+                self.changes.append(entry)
         for chunks in data.get("disagreeing_streams", []):
             self.disagreeing.append((nodeid, chunks))
 
