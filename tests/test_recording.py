@@ -332,3 +332,12 @@ def test_serial_and_xdist_recordings_and_snapshots_are_identical(suite: pytest.P
     parallel = written_files(suite.path)
     assert len(serial) == 10  # 5 recordings, 5 snapshots
     assert parallel == serial
+
+
+def test_unwritable_recording_directory_is_one_line(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('x')\n")
+    (suite.path / "cassettes").write_text("a file where the directory should be")
+    result = suite.runpytest("--seedrepro-mode=record")
+    result.assert_outcomes(errors=1, failed=1)  # no snapshot yet (call), cannot save (teardown)
+    result.stdout.fnmatch_lines(["seedrepro: cannot write the recording *cassettes*test_it*test_a.yaml: *"])
+    assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()

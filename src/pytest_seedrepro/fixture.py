@@ -207,6 +207,8 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
             state.persister = recording.AtomicPersister(
                 state.calls, ignore_existing=settings.mode == "rerecord"
             )
+            # Registered before the cassette, so it sees a failed save and makes it one line.
+            stack.push(_explain_unwritten_recording)
             try:
                 stack.enter_context(recording.open_cassette(state.cassette, settings.mode, state.persister))
             except recording.CorruptRecording as exc:
@@ -222,6 +224,14 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         intercept.activate(intercept.ActiveTest(state.calls, prepare_body, on_error, retries=not replaying))
         stack.callback(intercept.activate, None)
         yield SeededLLM(run, state, api_key)
+
+
+def _explain_unwritten_recording(exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    import pytest_seedrepro.recording as recording
+
+    if isinstance(exc, recording.RecordingNotWritten):
+        pytest.fail(f"seedrepro: {exc}", pytrace=False)
+    return False
 
 
 def _decide_saving(state: TestState) -> None:

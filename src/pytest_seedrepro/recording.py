@@ -42,6 +42,10 @@ class MissingRecording(Exception):
     """A request in ``replay`` mode that no recording answers."""
 
 
+class RecordingNotWritten(Exception):
+    """A recording could not be written (permissions, a full disk, a file where a directory should be)."""
+
+
 class CorruptRecording(Exception):
     """A cassette file exists but cannot be read."""
 
@@ -87,14 +91,21 @@ class AtomicPersister:
 
         data = serialize(_in_issue_order(cassette_dict, self.calls), serializer)
         target = Path(cassette_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        except OSError as exc:
+            raise RecordingNotWritten(f"cannot write the recording {target}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(data)
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise RecordingNotWritten(
+                    f"cannot write the recording {target}: {exc.strerror or exc}"
+                ) from None
             raise
         self.saved = True
 
