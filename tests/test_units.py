@@ -139,5 +139,5 @@ def test_multi_line_output_is_one_line_per_line() -> None:
 
 @pytest.mark.parametrize("text", ["calls: [", "[]", "calls: 3", "calls:\n- {request: {}}\n"])
 def test_parse_rejects_what_is_not_a_snapshot(text: str) -> None:
-    with pytest.raises(snapshots.CorruptSnapshot, match="^where.llm.yaml: "):
+    with pytest.raises(snapshots.CorruptSnapshot, match=r"^where\.llm\.yaml: "):
         snapshots.parse(text, "where.llm.yaml")
