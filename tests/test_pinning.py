@@ -109,6 +109,8 @@ def test_marker_overriding_a_call_value_warns_naming_each_key(
                     model="m", messages=[{"role": "user", "content": "x"}], seed=8, temperature=0.7
                 )
             messages = sorted(str(w.message) for w in record)
+            # The warning points at the line that made the call, not into the SDK or the plugin.
+            assert {w.filename for w in record} == {__file__}
             assert len(messages) == 2, messages
             assert "'seed'" in messages[0] and "test_it" in messages[0]
             assert "'temperature'" in messages[1]

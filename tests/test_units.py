@@ -86,6 +86,11 @@ def test_recorded_response_keeps_only_content_type_and_fixes_ids() -> None:
     }
 
 
+def test_stable_body_drops_llama_server_timings() -> None:
+    body = json.dumps({"id": "x", "object": "text_completion", "created": 3, "timings": {"prompt_ms": 91.7}})
+    assert "timings" not in json.loads(_stable_body(body.encode()))
+
+
 def test_stable_body_leaves_responses_api_ids_alone() -> None:
     body = json.dumps({"id": "resp_1", "object": "response", "created_at": 5}).encode()
     assert _stable_body(body) == body

@@ -98,7 +98,7 @@ def test_every_cell_of_the_verdict_table(
         [
             "SKIPPED [[]1[]] test_it.py:*: seedrepro: test_it.py::test_it: the backend changed and the output "
             "with it (call 0 (seed 1234): system_fingerprint fp_test_1 -> fp_test_2*). "
-            "Refresh with: pytest --seedrepro-mode=rerecord --snapshot-update 'test_it.py::test_it'",
+            "Refresh with: pytest --seedrepro-mode=live --snapshot-update 'test_it.py::test_it'",
         ]
     )
     result.stdout.fnmatch_lines(["  skipped: test_it.py::test_it: fp_test_1 -> fp_test_2"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -128,6 +129,24 @@ class SeededLLM:
         return f"<SeededLLM seed={self.seed} params={self.params!r} calls={len(self.calls)}>"
 
 
+#: Paths of the code between the caller and the pinning: the warning points past them.
+_INTERNAL_PATHS = tuple(
+    f"{os.sep}{name}{os.sep}"
+    for name in ("openai", "pytest_seedrepro", "httpx", "httpx2", "asyncio", "anyio")
+)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the code that made the API call."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        if not any(part in frame.f_code.co_filename for part in _INTERNAL_PATHS):
+            return level
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return 1
+
+
 def _api_key_or_fail(mode: str, nodeid: str) -> str:
     key = os.environ.get("OPENAI_API_KEY")
     if key:
@@ -171,7 +190,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                     SeedReproWarning(
                         f"{item.nodeid}: a marker pinned {key!r}, overriding the value the call passed"
                     ),
-                    stacklevel=2,
+                    stacklevel=_caller_stacklevel(),
                 )
         hook.pytest_seedrepro_request(request=body, item=item)
         return body, pinnable

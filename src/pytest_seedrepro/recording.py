@@ -29,6 +29,9 @@ KEPT_REQUEST_HEADERS = frozenset({"content-type", "accept"})
 KEPT_RESPONSE_HEADERS = frozenset({"content-type"})
 #: Query parameters that carry keys (Azure's ``api-key``, Google-style ``key``).
 SECRET_QUERY_PARAMETERS = ("api-key", "api_key", "key", "access_token", "token")
+#: Per-request wall-clock measurements some servers add (llama.cpp's
+#: llama-server: ``timings``); no SDK reads them and they change every run.
+_TIMING_KEYS = ("timings",)
 #: Objects whose top-level ``id`` no later request refers to, so it can be made
 #: stable; a Responses API id can come back as ``previous_response_id``.
 _STABLE_ID_OBJECTS = {
@@ -175,6 +178,8 @@ def _stable_json(text: str) -> str:
         return text
     data["id"] = _STABLE_ID_OBJECTS[data["object"]]
     data["created"] = 0
+    for key in _TIMING_KEYS:
+        data.pop(key, None)
     return json.dumps(data, ensure_ascii=False)
 
 

@@ -43,7 +43,15 @@ class CorruptSnapshot(Exception):
 
 
 class _Dumper(yaml.SafeDumper):
-    """YAML that puts multi-line strings in blocks and never folds long lines."""
+    """YAML that puts multi-line strings in blocks and never folds long lines.
+
+    Always PyYAML's own emitter, never libyaml's: the bytes written must not
+    depend on whether a machine has libyaml, or snapshots would flap.
+    """
+
+
+#: Reading only needs the same values back, so libyaml's faster loader is fine.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
@@ -68,7 +76,7 @@ def render(nodeid: str, calls: list[dict[str, Any]]) -> str:
 def parse(text: str, location: str) -> list[dict[str, Any]]:
     """The calls stored in a snapshot's text; ``CorruptSnapshot`` names the file when it cannot."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise CorruptSnapshot(f"{location}: not valid YAML ({str(exc).splitlines()[0]})") from None
     calls = data.get("calls") if isinstance(data, dict) else None

@@ -49,9 +49,14 @@ class FingerprintChange:
     diff: str = ""
 
 
-def refresh_command(nodeid: str) -> str:
-    """The command that accepts a new backend's output for one test."""
-    return f"pytest --seedrepro-mode=rerecord --snapshot-update '{nodeid}'"
+def refresh_command(nodeid: str, mode: str = "rerecord") -> str:
+    """The command that accepts a new backend's output for one test.
+
+    ``live`` suites keep no recordings, so they refresh the snapshot alone;
+    every other mode re-records too, so recording and snapshot agree.
+    """
+    mode = "live" if mode == "live" else "rerecord"
+    return f"pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'"
 
 
 def _normalize(config: pytest.Config, output: str, call: Call) -> str:
@@ -214,7 +219,9 @@ def _judge(
     by_policy = {c.outcome for c in state.fingerprint_changes}
     for policy in ("fail", "skip", "warn"):
         if policy in by_policy:
-            message = _change_message(nodeid, [c for c in state.fingerprint_changes if c.outcome == policy])
+            mode = item.config.stash[RUN_STATE].settings.mode
+            changed = [c for c in state.fingerprint_changes if c.outcome == policy]
+            message = _change_message(nodeid, changed, mode)
             if policy == "fail":
                 pytest.fail(message, pytrace=False)
             if policy == "skip":
@@ -230,14 +237,14 @@ def _model_note(change: FingerprintChange) -> str:
     return ""
 
 
-def _change_message(nodeid: str, changes: list[FingerprintChange]) -> str:
+def _change_message(nodeid: str, changes: list[FingerprintChange], mode: str) -> str:
     parts = [
         f"call {c.index} (seed {c.seed}): system_fingerprint {c.old} -> {c.new}{_model_note(c)}"
         for c in changes
     ]
     return (
         f"seedrepro: {nodeid}: the backend changed and the output with it ({'; '.join(parts)}). "
-        f"Refresh with: {refresh_command(nodeid)}"
+        f"Refresh with: {refresh_command(nodeid, mode)}"
     )
 
 
