@@ -295,7 +295,7 @@ def test_snapshot_from_another_build(
     header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     old_bytes = path.read_bytes()
-    refresh = "pytest --seedrepro-mode=rerecord --snapshot-update 'test_fp.py::test_story'"
+    refresh = "pytest --seedrepro-mode=live --snapshot-update 'test_fp.py::test_story'"
 
     skipped = suite.runpytest("--seedrepro-mode=live", "-rs")
     skipped.assert_outcomes(skipped=1)
