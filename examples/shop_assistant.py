@@ -14,9 +14,8 @@ LABELS = ("billing", "shipping", "returns", "other")
 MODEL = "gpt-4o-mini"
 
 
-def summarise(ticket: str, client: openai.OpenAI | None = None) -> str:
+def summarise(ticket: str, client: openai.OpenAI) -> str:
     """A two-line summary of a customer ticket, for the support inbox."""
-    client = client or openai.OpenAI()
     reply = client.chat.completions.create(
         model=MODEL,
         messages=[
@@ -30,16 +29,16 @@ def summarise(ticket: str, client: openai.OpenAI | None = None) -> str:
 
 def classify(ticket: str) -> str:
     """One of LABELS for a ticket; 'other' when the model answers anything else."""
-    client = openai.OpenAI()  # built here, not passed in: the plugin still covers it
-    reply = client.chat.completions.create(
-        model=MODEL,
-        messages=[
-            {"role": "system", "content": f"Answer with one word among: {', '.join(LABELS)}."},
-            {"role": "user", "content": ticket},
-        ],
-        temperature=0,
-        max_tokens=3,
-    )
+    with openai.OpenAI() as client:  # built here, not passed in: the plugin still covers it
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": f"Answer with one word among: {', '.join(LABELS)}."},
+                {"role": "user", "content": ticket},
+            ],
+            temperature=0,
+            max_tokens=3,
+        )
     words = (reply.choices[0].message.content or "").lower().split()
     return next((word for word in words if word in LABELS), "other")
 

@@ -189,8 +189,8 @@ def test_client_built_by_the_code_under_test_is_pinned(suite: pytest.Pytester, l
         import openai
 
         def summarise(text):
-            client = openai.OpenAI()  # reads OPENAI_API_KEY / OPENAI_BASE_URL like real apps
-            reply = client.chat.completions.create(model="app-model", messages=[{"role": "user", "content": text}])
+            with openai.OpenAI() as client:  # reads OPENAI_API_KEY / OPENAI_BASE_URL like real apps
+                reply = client.chat.completions.create(model="app-model", messages=[{"role": "user", "content": text}])
             return reply.choices[0].message.content
 
         async def asummarise(text):
@@ -234,8 +234,8 @@ def test_client_built_outside_a_seeded_test_is_left_alone(
         import openai
 
         def test_plain():
-            client = openai.OpenAI(base_url="{llm_server.base_url}", api_key="sk-x")
-            client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "x"}}])
+            with openai.OpenAI(base_url="{llm_server.base_url}", api_key="sk-x") as client:
+                client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "x"}}])
 
         def test_seeded(seeded_llm):
             seeded_llm.complete("y")

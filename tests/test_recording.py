@@ -15,10 +15,10 @@ APP = """
 import openai
 
 def summarise(text):
-    client = openai.OpenAI()  # built by the application itself
-    reply = client.chat.completions.create(
-        model="app-model", messages=[{"role": "user", "content": "Summarise: " + text}]
-    )
+    with openai.OpenAI() as client:  # built by the application itself
+        reply = client.chat.completions.create(
+            model="app-model", messages=[{"role": "user", "content": "Summarise: " + text}]
+        )
     return reply.choices[0].message.content
 """
 

@@ -18,6 +18,7 @@ This module imports openai, so only the fixture imports it.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import uuid
@@ -33,11 +34,10 @@ from pytest_seedrepro.calls import Call
 if TYPE_CHECKING:
     from openai._models import FinalRequestOptions
 
-#: Request header that carries no secret and lets the response find its ``Call``.
-#: The SDK reuses an idempotency key across retries, so one call is one entry.
+#: Prefix of the idempotency key the plugin gives a call that has none, so its
+#: response can find its ``Call``. The SDK keeps the key across retries (one
+#: call, one entry) and sends it only for clients with an idempotency header.
 _KEY_PREFIX = "seedrepro-"
-
-RequestHook = Callable[["FinalRequestOptions"], "FinalRequestOptions"]
 
 
 class ActiveTest:
@@ -198,10 +198,8 @@ def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_as
     encoding = response.headers.get("content-encoding", "")
     sink = _StreamSink(call, encoding)
     inner = response.stream
-    if is_async:
-        response.stream = _make_async_tee(httpx_module.AsyncByteStream, inner, sink)
-    else:
-        response.stream = _make_sync_tee(httpx_module.SyncByteStream, inner, sink)
+    base = httpx_module.AsyncByteStream if is_async else httpx_module.SyncByteStream
+    response.stream = _tee_class(base, is_async)(inner, sink)
 
 
 def _module_of(response: Any) -> Any:
@@ -236,42 +234,47 @@ class _StreamSink:
         _fill_from_sse(self.call, raw)
 
 
-def _make_sync_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
-    class TeeStream(base):  # type: ignore[misc]
+@functools.cache
+def _tee_class(base: type, is_async: bool) -> type:
+    """A byte stream of ``base``'s module (httpx or httpx2) that copies what passes to a sink."""
+
+    class SyncTee(base):  # type: ignore[misc]
+        def __init__(self, inner: Any, sink: _StreamSink) -> None:
+            self._inner, self._sink = inner, sink
+
         def __iter__(self) -> Iterator[bytes]:
             try:
-                for part in inner:
-                    sink.parts.append(part)
+                for part in self._inner:
+                    self._sink.parts.append(part)
                     yield part
             except Exception as exc:
-                sink.fail(exc)
+                self._sink.fail(exc)
                 raise
-            sink.finish()
+            self._sink.finish()
 
         def close(self) -> None:
-            sink.finish()
-            inner.close()
+            self._sink.finish()
+            self._inner.close()
 
-    return TeeStream()
+    class AsyncTee(base):  # type: ignore[misc]
+        def __init__(self, inner: Any, sink: _StreamSink) -> None:
+            self._inner, self._sink = inner, sink
 
-
-def _make_async_tee(base: type, inner: Any, sink: _StreamSink) -> Any:
-    class TeeStream(base):  # type: ignore[misc]
         async def __aiter__(self) -> AsyncIterator[bytes]:
             try:
-                async for part in inner:
-                    sink.parts.append(part)
+                async for part in self._inner:
+                    self._sink.parts.append(part)
                     yield part
             except Exception as exc:
-                sink.fail(exc)
+                self._sink.fail(exc)
                 raise
-            sink.finish()
+            self._sink.finish()
 
         async def aclose(self) -> None:
-            sink.finish()
-            await inner.aclose()
+            self._sink.finish()
+            await self._inner.aclose()
 
-    return TeeStream()
+    return AsyncTee if is_async else SyncTee
 
 
 def _fill_from_body(call: Call, content: bytes) -> None:

@@ -6,6 +6,7 @@ imported inside the fixture, so suites that never use it do not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
@@ -66,7 +67,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     try:
         result = yield
     except BaseException:
-        verdict.after_body(item, body_failed=True)
+        # Keeps the test's snapshot in use; must never hide the test's own error.
+        with contextlib.suppress(Exception):
+            verdict.after_body(item, body_failed=True)
         raise
     # After the body, still in the call phase: a fail, skip or warning here is the test's own.
     verdict.after_body(item, body_failed=False)
