@@ -23,6 +23,12 @@ SENTINEL_KEY = "sk-sentinel-a5b4c3d2e1f0-never-on-disk"
 
 
 @pytest.fixture
+def sentinel_key() -> str:
+    """The API key the ``suite`` fixture sets, which no written file may contain."""
+    return SENTINEL_KEY
+
+
+@pytest.fixture
 def suite(
     pytester: pytest.Pytester,
     llm_server: LLMServer,  # noqa: F811 - the fixture imported above

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SENTINEL_KEY
 from llmserver import LLMServer
 
 APP = """
@@ -209,7 +208,7 @@ def test_recordings_are_readable_and_keep_no_secret_or_volatile_header(
 
 @pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
 def test_sentinel_key_never_reaches_a_file(
-    suite: pytest.Pytester, llm_server: LLMServer, xdist: bool
+    suite: pytest.Pytester, llm_server: LLMServer, xdist: bool, sentinel_key: str
 ) -> None:
     suite.makepyfile(app=APP, test_suite=SUITE)
     extra = ["-n", "2"] if xdist else []
@@ -218,10 +217,10 @@ def test_sentinel_key_never_reaches_a_file(
     suite.runpytest("--seedrepro-mode=live", "--snapshot-update", *extra).assert_outcomes(passed=5)
     llm_server.fail_next(status=500, count=100)
     suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update", *extra).assert_outcomes(failed=5)
-    assert any(SENTINEL_KEY in r.headers.get("authorization", "") for r in llm_server.requests)
+    assert any(sentinel_key in r.headers.get("authorization", "") for r in llm_server.requests)
     written = all_text(suite.path)
     assert written  # the probe reads the files that were written
-    for secret in (SENTINEL_KEY, "org-server-sentinel", "proj_server_sentinel", "server-cookie-sentinel"):
+    for secret in (sentinel_key, "org-server-sentinel", "proj_server_sentinel", "server-cookie-sentinel"):
         assert secret not in written
     for volatile in ("x-stainless", "user-agent", "User-Agent", "X-Stainless"):
         assert volatile not in written
