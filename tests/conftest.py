@@ -36,6 +36,9 @@ def suite(
 ) -> pytest.Pytester:
     """A pytester directory whose ini points seedrepro at the test server, with a sentinel API key."""
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
+    # A developer's own settings must not leak into the runs under test.
+    for name in ("SEEDREPRO_MODE", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
     pytester.makeini(
         textwrap.dedent(
             f"""
