@@ -340,3 +340,34 @@ def test_unwritable_recording_directory_is_one_line(suite: pytest.Pytester) -> N
     result.assert_outcomes(errors=1, failed=1)  # no snapshot yet (call), cannot save (teardown)
     result.stdout.fnmatch_lines(["seedrepro: cannot write the recording *cassettes*test_it*test_a.yaml: *"])
     assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()
+
+
+def test_client_built_at_import_time_is_pinned_recorded_and_replayed(
+    suite: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)  # read at import, before any test
+    suite.makepyfile(
+        eager_app="""
+        import openai
+
+        CLIENT = openai.OpenAI()  # built when the module is imported
+
+        def answer(question):
+            reply = CLIENT.chat.completions.create(model="m", messages=[{"role": "user", "content": question}])
+            return reply.choices[0].message.content
+        """,
+        test_eager="""
+        import pytest
+        import eager_app
+
+        @pytest.mark.seed(5)
+        def test_a(seeded_llm):
+            assert eager_app.answer("why")
+            assert seeded_llm.calls[0].request["seed"] == 5
+        """,
+    )
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    assert [r.body["seed"] for r in llm_server.requests] == [5]
+    llm_server.stop()
+    monkeypatch.setenv("OPENAI_API_KEY", "any-value-replay-never-sends-it")
+    suite.runpytest().assert_outcomes(passed=1)
