@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 
 # pytester's in-process runs restore sys.modules after each run, so anything a
 # run imports is imported afresh by the next one: openai (~0.4 s) every time,
@@ -29,26 +30,37 @@ def sentinel_key() -> str:
 
 
 @pytest.fixture
-def suite(
-    pytester: pytest.Pytester,
-    llm_server: LLMServer,  # noqa: F811 - the fixture imported above
-    monkeypatch: pytest.MonkeyPatch,
-) -> pytest.Pytester:
-    """A pytester directory whose ini points seedrepro at the test server, with a sentinel API key."""
-    monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
-    # A developer's own settings must not leak into the runs under test.
-    for name in ("SEEDREPRO_MODE", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    pytester.makeini(
-        textwrap.dedent(
-            f"""
-            [pytest]
-            seedrepro_base_url = {llm_server.base_url}
-            asyncio_default_fixture_loop_scope = function
-            """
+def make_suite(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], pytest.Pytester]:
+    """Turn the pytester directory into a suite whose ini points seedrepro at ``base_url``, with a sentinel key."""
+
+    def make(base_url: str) -> pytest.Pytester:
+        monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
+        # A developer's own settings must not leak into the runs under test.
+        for name in ("SEEDREPRO_MODE", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+            monkeypatch.delenv(name, raising=False)
+        pytester.makeini(
+            textwrap.dedent(
+                f"""
+                [pytest]
+                seedrepro_base_url = {base_url}
+                asyncio_default_fixture_loop_scope = function
+                """
+            )
         )
-    )
-    return pytester
+        return pytester
+
+    return make
+
+
+@pytest.fixture
+def suite(
+    make_suite: Callable[[str], pytest.Pytester],
+    llm_server: LLMServer,  # noqa: F811 - the fixture imported above
+) -> pytest.Pytester:
+    """A pytester suite pointed at the project's test server."""
+    return make_suite(llm_server.base_url)
 
 
 @pytest.fixture

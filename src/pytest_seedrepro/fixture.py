@@ -207,10 +207,9 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                 return recording.MissingRecording(message)
         # An API error (429, 5xx, timeout, connection): the test errors with the
         # API's own message, and nothing of this test is written.
+        # (_decide_saving turns saving off for any problem.)
         call.error = f"{type(exc).__name__}: {exc}"
         state.problems.append(f"seedrepro: {item.nodeid}: call {call.index} failed: {call.error}")
-        if state.persister is not None:
-            state.persister.allow_save = False
         return None
 
     with ExitStack() as stack:

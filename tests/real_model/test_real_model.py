@@ -25,8 +25,6 @@ from llama import LlamaServer
 
 pytestmark = pytest.mark.real_model
 
-#: A key that must never reach a file; the server ignores it.
-SENTINEL_KEY = "sk-real-model-sentinel-9f8e7d6c5b4a-never-on-disk"
 #: The build string a snapshot "made on another build" claims.
 OLD_BUILD = "b4000-oldbuild"
 OLD_OUTPUT = "Once upon a time, the old build told\nanother story entirely."
@@ -110,22 +108,9 @@ def real_fingerprint(llama_server: LlamaServer) -> str:
 
 
 @pytest.fixture
-def suite(
-    pytester: pytest.Pytester, llama_server: LlamaServer, monkeypatch: pytest.MonkeyPatch
-) -> pytest.Pytester:
-    """A pytester directory whose ini points seedrepro at the real server, with a sentinel key."""
-    monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
-    for name in ("SEEDREPRO_MODE", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    pytester.makeini(
-        textwrap.dedent(
-            f"""
-            [pytest]
-            seedrepro_base_url = {llama_server.base_url}
-            asyncio_default_fixture_loop_scope = function
-            """
-        )
-    )
+def suite(make_suite: Callable[[str], pytest.Pytester], llama_server: LlamaServer) -> pytest.Pytester:
+    """A pytester suite pointed at the real server (tests/conftest.py's make_suite), with its conftest."""
+    pytester = make_suite(llama_server.base_url)
     pytester.makeconftest(CONFTEST)
     return pytester
 
@@ -237,6 +222,7 @@ def test_record_then_replay_with_the_server_stopped_and_no_key(
     server_back_up: None,
     real_fingerprint: str,
     monkeypatch: pytest.MonkeyPatch,
+    sentinel_key: str,
 ) -> None:
     suite.makepyfile(test_rr=inner_module(RECORD_REPLAY))
     suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=2)
@@ -246,7 +232,7 @@ def test_record_then_replay_with_the_server_stopped_and_no_key(
         assert data["fingerprints"] == [real_fingerprint]
     cassettes = sorted(p.name for p in (suite.path / "cassettes" / "test_rr").glob("*.yaml"))
     assert cassettes == ["test_chat_stream.yaml", "test_story.yaml"]
-    assert SENTINEL_KEY not in all_written_text(suite.path)
+    assert sentinel_key not in all_written_text(suite.path)
 
     llama_server.stop()
     monkeypatch.delenv("OPENAI_API_KEY")
