@@ -5,15 +5,23 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 
+import importlib
+import pkgutil
+
 # pytester's in-process runs restore sys.modules after each run, so anything a
 # run imports is imported afresh by the next one: openai (~0.4 s) every time,
-# and a new copy of the plugin's SDK patches beside stale ones. Importing them
-# here, before any run, makes every inner run share one copy.
+# and a new copy of the plugin's SDK patches beside stale ones. Worse, a
+# package keeps its submodules as attributes, so `from pytest_seedrepro import
+# writes` in a later run finds the old copy while `import
+# pytest_seedrepro.files` makes a new one: two NotWritten classes. Importing
+# every module here, before any run, makes every inner run share one copy.
 import openai  # noqa: F401
 import pytest
 
-import pytest_seedrepro.fixture
-import pytest_seedrepro.intercept  # noqa: F401
+import pytest_seedrepro
+
+for _module in pkgutil.iter_modules(pytest_seedrepro.__path__):
+    importlib.import_module(f"pytest_seedrepro.{_module.name}")
 
 # The fixture lives beside the server it drives; importing it here makes it
 # available to every test module (tests/ is on sys.path: it has no __init__.py).

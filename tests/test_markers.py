@@ -1,4 +1,8 @@
-"""Marker validation: a bad argument is one collection error naming the test and the value."""
+"""Marker validation: a bad argument is one error of that test, naming it and the value.
+
+Only tests that use ``seeded_llm`` are checked (another plugin's ``seed``
+marker is not ours), and the rest of the suite still runs.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import pytest
         ("@pytest.mark.on_fingerprint_change()", "*takes one of skip, warn, fail, got args=() kwargs={}"),
     ],
 )
-def test_bad_marker_argument_is_a_collection_error(
+def test_bad_marker_argument_is_one_error_of_the_test(
     pytester: pytest.Pytester, decorator: str, message: str
 ) -> None:
     pytester.makepyfile(
@@ -38,11 +42,14 @@ def test_bad_marker_argument_is_a_collection_error(
         {decorator}
         def test_it(seeded_llm):
             pass
+
+        def test_neighbour(seeded_llm):
+            pass
         """
     )
     result = pytester.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ERROR collecting test_bad.py*", message])
+    result.assert_outcomes(errors=1, passed=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_it*", "seedrepro: *" + message.lstrip("*")])
     out = result.stdout.str()
     assert "INTERNALERROR" not in out
     assert "Traceback" not in out and "pytest_seedrepro" not in out
@@ -54,7 +61,7 @@ def test_bad_marker_on_a_class_or_module_is_reported_too(pytester: pytest.Pytest
         import pytest
         pytestmark = pytest.mark.seed("module")
 
-        def test_it():
+        def test_it(seeded_llm):
             pass
         """,
         test_cls="""
@@ -62,7 +69,7 @@ def test_bad_marker_on_a_class_or_module_is_reported_too(pytester: pytest.Pytest
 
         @pytest.mark.on_fingerprint_change("never")
         class TestX:
-            def test_it(self):
+            def test_it(self, seeded_llm):
                 pass
         """,
     )
@@ -85,3 +92,61 @@ def test_markers_pass_strict_markers(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
+
+
+def test_another_plugins_seed_marker_on_a_test_without_the_fixture_is_not_ours(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.seed("numpy-default")
+        def test_numpy_style():
+            pass
+
+        @pytest.mark.seed(3)
+        def test_ours(seeded_llm):
+            assert seeded_llm.seed == 3
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_marks_given_through_pytest_param_are_validated_the_same_way(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", [1, pytest.param(2, marks=pytest.mark.seed("two")), pytest.param(3, marks=pytest.mark.seed(30))])
+        def test_it(seeded_llm, n):
+            if n == 3:
+                assert seeded_llm.seed == 30
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["seedrepro: test_marks_given*.py::test_it[[]2]: @pytest.mark.seed takes an integer, got 'two' (str)"]
+    )
+    out = result.stdout.str()
+    assert "Traceback" not in out and "pytest_seedrepro" not in out
+
+
+def test_llm_params_values_must_be_json(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import decimal, pytest
+
+        @pytest.mark.llm_params(temperature=decimal.Decimal("0.5"))
+        def test_it(seeded_llm):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "seedrepro: *::test_it: @pytest.mark.llm_params(temperature=...) must be a JSON value*got Decimal('0.5') (Decimal)"
+        ]
+    )

@@ -116,8 +116,9 @@ def test_changed_seed_or_prompt_in_replay_fails_with_how_to_record(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "seedrepro: test_it.py::test_a: no recording in *test_it*test_a.yaml matches "
-            "POST /chat/completions (seed=2, model=gpt-4o-mini). "
+            "seedrepro: test_it.py::test_a: call 0: POST /chat/completions (seed=2, model=gpt-4o-mini) "
+            "has no recording in *test_it*test_a.yaml: the closest recorded request differs in "
+            "body key 'seed' (1 recorded, 2 now). "
             "Record it with: pytest --seedrepro-mode=record 'test_it.py::test_a'"
         ]
     )
@@ -144,7 +145,9 @@ def test_missing_recording_fails_even_if_the_app_swallows_the_error(suite: pytes
     result = suite.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["seedrepro: test_missing_recording_fails*: no recording file *Record it with:*"]
+        [
+            "seedrepro: test_missing_recording_fails*: call 0: POST /chat/completions * has no recording: no file *Record it with:*"
+        ]
     )
     assert not (suite.path / "cassettes").exists()
 
@@ -280,7 +283,7 @@ def test_swallowed_api_error_still_fails_the_test(suite: pytest.Pytester, llm_se
     llm_server.fail_next(status=500, message="kaput")
     result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["seedrepro: *test_a: call 0 failed: InternalServerError: *kaput*"])
+    result.stdout.fnmatch_lines(["seedrepro: *test_a: call 0: InternalServerError: *kaput*"])
 
 
 @pytest.mark.parametrize("mode", ["record", "rerecord", "live"])
@@ -333,13 +336,61 @@ def test_serial_and_xdist_recordings_and_snapshots_are_identical(suite: pytest.P
     assert parallel == serial
 
 
-def test_unwritable_recording_directory_is_one_line(suite: pytest.Pytester) -> None:
+def test_a_file_where_the_recordings_directory_should_be_is_one_line_before_any_call(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('x')\n")
     (suite.path / "cassettes").write_text("a file where the directory should be")
     result = suite.runpytest("--seedrepro-mode=record")
-    result.assert_outcomes(errors=1, failed=1)  # no snapshot yet (call), cannot save (teardown)
-    result.stdout.fnmatch_lines(["seedrepro: cannot write the recording *cassettes*test_it*test_a.yaml: *"])
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "seedrepro: test_it.py::test_a: cannot read the recording *cassettes*test_a.yaml: a file stands where a directory*"
+        ]
+    )
     assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()
+    assert llm_server.requests == []  # found out before spending anything
+    assert (suite.path / "cassettes").read_text() == "a file where the directory should be"
+
+
+def test_a_recording_that_cannot_be_written_is_one_line_and_the_old_one_stays(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('x')\n")
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    cassette = suite.path / "cassettes" / "test_it" / "test_a.yaml"
+    snapshot = next((suite.path / "__snapshots__").rglob("*.llm.yaml"))
+    before = cassette.read_bytes(), snapshot.read_bytes()
+    llm_server.variant = "another answer"
+    # A full disk, in the inner run only: the rename of the new recording fails.
+    suite.makeconftest(
+        """
+        import errno, os
+        import pytest_seedrepro.files as files
+
+        class FullDisk:
+            def __getattr__(self, name):
+                return getattr(os, name)
+
+            def replace(self, src, dst):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def pytest_configure(config):
+            files.os = FullDisk()
+
+        def pytest_unconfigure(config):
+            files.os = os
+        """
+    )
+    result = suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update")
+    result.assert_outcomes(passed=1, errors=1)  # the body passed; writing its recording failed
+    result.stdout.fnmatch_lines(
+        ["seedrepro: test_it.py::test_a: cannot write the recording *test_a.yaml: No space left on device"]
+    )
+    out = result.stdout.str()
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    assert (cassette.read_bytes(), snapshot.read_bytes()) == before
+    assert not [p for p in suite.path.rglob("*.tmp")]
 
 
 def test_client_built_at_import_time_is_pinned_recorded_and_replayed(

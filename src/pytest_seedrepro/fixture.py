@@ -7,23 +7,18 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import pytest_seedrepro.intercept as intercept
 from pytest_seedrepro import markers
-from pytest_seedrepro.calls import Call, is_pinnable
+from pytest_seedrepro.calls import Call, is_pinnable, is_recorded_error
 from pytest_seedrepro.pinning import pin_body
-from pytest_seedrepro.session import RUN_STATE, RunState
+from pytest_seedrepro.session import RUN_STATE, TEST_STATE, RunState, TestState, http_module
 from pytest_seedrepro.warnings import SeedReproWarning
 
 if TYPE_CHECKING:
     import openai
-
-    from pytest_seedrepro.recording import AtomicPersister
 
 #: Used when no OPENAI_API_KEY is set. The SDK refuses to build a client
 #: without a key, even when every answer comes from a recording. Never stored:
@@ -33,34 +28,12 @@ PLACEHOLDER_API_KEY = "sk-seedrepro-placeholder-not-a-real-key"
 Prompt = str | Sequence[dict[str, Any]]
 
 
-@dataclass
-class TestState:
-    """What the plugin knows about one ``seeded_llm`` test, kept in ``item.stash``."""
-
-    calls: list[Call]
-    pins: markers.Pins
-    #: One message per problem that must fail the test even if the code under
-    #: test swallowed the exception (a missing recording, an API error).
-    problems: list[str] = field(default_factory=list)
-    cassette: Path | None = None
-    persister: AtomicPersister | None = None
-    #: Set by the verdict: the test is skipped for a fingerprint change, so its
-    #: files must stay as they were.
-    keep_files_as_they_were: bool = False
-    #: syrupy's ``SnapshotAssertion`` with seedrepro's extension (None without syrupy's plugin).
-    snapshot: Any = None
-    #: Calls whose fingerprint differs from the snapshot's (``verdict.FingerprintChange``).
-    fingerprint_changes: list[Any] = field(default_factory=list)
-
-
-TEST_STATE = pytest.StashKey[TestState]()
-
-
 class SeededLLM:
     """What a test gets from ``seeded_llm``: pinned clients, a shortcut, and the calls made."""
 
     def __init__(self, run: RunState, state: TestState, api_key: str) -> None:
         self._run = run
+        self._state = state
         self._api_key = api_key
         self._client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
@@ -77,10 +50,12 @@ class SeededLLM:
         if self._client is None:
             import openai
 
+            # A client of its own, so a test that closes it (``with seeded_llm.client
+            # as c:``) closes nothing another test needs; the TLS context is shared.
+            http_client = openai.DefaultHttpxClient(verify=self._run.ssl_context(openai.DefaultHttpxClient))
+            self._state.closers.append(http_client.close)
             self._client = openai.OpenAI(
-                api_key=self._api_key,
-                base_url=self._run.settings.base_url,
-                http_client=self._run.sync_http_client(),
+                api_key=self._api_key, base_url=self._run.settings.base_url, http_client=http_client
             )
         return self._client
 
@@ -90,10 +65,15 @@ class SeededLLM:
         if self._async_client is None:
             import openai
 
+            # Async connections belong to the event loop that opened them and each
+            # test may run on a loop of its own: no idle connection outlives the test.
+            http = http_module(openai.DefaultAsyncHttpxClient)
+            http_client = openai.DefaultAsyncHttpxClient(
+                verify=self._run.ssl_context(openai.DefaultAsyncHttpxClient),
+                limits=http.Limits(max_connections=100, max_keepalive_connections=0),
+            )
             self._async_client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self._run.settings.base_url,
-                http_client=self._run.async_http_client(),
+                api_key=self._api_key, base_url=self._run.settings.base_url, http_client=http_client
             )
         return self._async_client
 
@@ -160,6 +140,10 @@ def _api_key_or_fail(mode: str, nodeid: str) -> str:
     )
 
 
+def _fail(message: str) -> None:
+    pytest.fail(message, pytrace=False)
+
+
 @contextmanager
 def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     """Pin, observe, record or replay every OpenAI call of one test."""
@@ -167,14 +151,28 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     assert isinstance(item, pytest.Item)
     run = request.config.stash[RUN_STATE]
     settings = run.settings
-    api_key = _api_key_or_fail(settings.mode, item.nodeid)
-    state = TestState(calls=[], pins=markers.resolve(item))  # markers were validated at collection
+    state = TestState(pins=markers.Pins())
     item.stash[TEST_STATE] = state
-    hook = request.config.hook
+    # First, before anything here can fail: with the snapshot in hand, a test
+    # that fails from here on keeps it (see writes.finish).
     if request.config.pluginmanager.hasplugin("syrupy"):
         import pytest_seedrepro.snapshots as snapshots
 
         state.snapshot = request.getfixturevalue("snapshot").use_extension(snapshots.LLMCallsExtension)
+    problem = markers.problem_of(item)
+    if problem is not None:
+        _fail(problem)
+    state.pins = markers.resolve(item)
+    api_key = _api_key_or_fail(settings.mode, item.nodeid)
+    from pytest_seedrepro import sdk
+
+    try:
+        sdk.load()
+    except sdk.UnsupportedSDK as exc:
+        _fail(f"seedrepro: {exc}")
+    import pytest_seedrepro.intercept as intercept
+
+    hook = request.config.hook
 
     def prepare_body(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         pinnable = is_pinnable(path)
@@ -196,23 +194,32 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         return body, pinnable
 
     def on_error(call: Call, exc: BaseException) -> BaseException | None:
-        if state.cassette is not None:
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and is_recorded_error(status) and call.error is None:
+            # A deterministic answer to a bad request (400, 404, 422): recorded,
+            # replayed and snapshotted like any answer; the app handles it.
+            call.status = status
+            call.output = _error_message(exc)
+            return None
+        state.raised.add(id(exc))
+        if state.recording is not None:
             import pytest_seedrepro.recording as recording
 
-            if recording.is_missing_recording(exc):
-                message = recording.describe_missing(call, item.nodeid, state.cassette)
-                call.error = message
-                if message not in state.problems:  # calls of one test often share seed and model
-                    state.problems.append(message)
-                return recording.MissingRecording(message)
-        # An API error (429, 5xx, timeout, connection): the test errors with the
-        # API's own message, and nothing of this test is written.
-        # (_decide_saving turns saving off for any problem.)
-        call.error = f"{type(exc).__name__}: {exc}"
-        state.problems.append(f"seedrepro: {item.nodeid}: call {call.index} failed: {call.error}")
+            refusal = recording.missing_recording_error(exc)
+            if refusal is not None:
+                call.error = recording.describe_missing(call, state.recording.path, refusal, item.nodeid)
+                replacement = recording.MissingRecording(
+                    f"seedrepro: {item.nodeid}: call {call.index}: {call.error}"
+                )
+                state.raised.add(id(replacement))
+                return replacement
+        # An API error (429, 5xx, timeout, connection) or a broken answer: the
+        # test fails with the cause, and nothing of this test is written.
+        call.error = call.error or f"{type(exc).__name__}: {exc}"
         return None
 
     with ExitStack() as stack:
+        stack.callback(_close_all, state)
         env = stack.enter_context(pytest.MonkeyPatch.context())
         # Clients the code under test builds read these from the environment.
         env.setenv("OPENAI_API_KEY", api_key)
@@ -221,22 +228,22 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         if settings.mode != "live":
             import pytest_seedrepro.recording as recording
 
-            state.cassette = recording.cassette_path(item.path, item.nodeid, settings.cassette_dir)
-            state.persister = recording.AtomicPersister(
-                state.calls, ignore_existing=settings.mode == "rerecord"
+            state.recording = recording.Recording(
+                recording.cassette_path(item.path, item.nodeid, settings.cassette_dir),
+                state.calls,
+                ignore_existing=settings.mode == "rerecord",
             )
-            # Registered before the cassette, so it sees a failed save and makes it one line.
-            stack.push(_explain_unwritten_recording)
             try:
-                stack.enter_context(recording.open_cassette(state.cassette, settings.mode, state.persister))
+                stack.enter_context(recording.open_cassette(state.recording, settings.mode))
             except recording.CorruptRecording as exc:
-                pytest.fail(
-                    f"seedrepro: {item.nodeid}: cannot read the recording {exc}. Fix or delete the file, "
-                    f"then re-record it with: pytest --seedrepro-mode=rerecord '{item.nodeid}'",
-                    pytrace=False,
+                message = (
+                    f"seedrepro: {item.nodeid}: {exc}. Fix or delete the file, then record it again with: "
+                    f"pytest --seedrepro-mode=rerecord '{item.nodeid}'"
                 )
-            # Registered after the cassette, so it runs before the cassette saves.
-            stack.callback(_decide_saving, state)
+            else:
+                message = ""
+            if message:
+                _fail(message)  # outside the except block: one line, no exception chain
         intercept.install()
         replaying = settings.mode == "replay"
         intercept.activate(intercept.ActiveTest(state.calls, prepare_body, on_error, retries=not replaying))
@@ -244,14 +251,19 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         yield SeededLLM(run, state, api_key)
 
 
-def _explain_unwritten_recording(exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-    import pytest_seedrepro.recording as recording
+def _error_message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message") is not None:
+            return str(error["message"])
+    return str(getattr(exc, "message", exc))
 
-    if isinstance(exc, recording.RecordingNotWritten):
-        pytest.fail(f"seedrepro: {exc}", pytrace=False)
-    return False
 
-
-def _decide_saving(state: TestState) -> None:
-    if state.persister is not None and (state.problems or state.keep_files_as_they_were):
-        state.persister.allow_save = False
+def _close_all(state: TestState) -> None:
+    for close in state.closers:
+        try:
+            close()
+        except Exception:  # a client the test already closed, or broke: nothing to release
+            pass
+    state.closers.clear()

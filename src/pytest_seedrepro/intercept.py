@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from openai import _base_client
-from openai._compat import model_copy
-
-from pytest_seedrepro.calls import Call
+from pytest_seedrepro import sdk
+from pytest_seedrepro.calls import Call, is_read
 
 if TYPE_CHECKING:
     from openai._models import FinalRequestOptions
@@ -71,7 +70,7 @@ class ActiveTest:
         body = options.json_data
         if str(options.method).lower() == "get" or not isinstance(body, dict):
             return options
-        options = model_copy(options)
+        options = sdk.load().model_copy(options)
         if options.extra_json:
             # extra_body would be merged over the pinned body when the SDK builds
             # the request; merge it first so pins and the recorded body agree.
@@ -96,6 +95,7 @@ class ActiveTest:
                 request=pinned_body,
                 pinned=pinned,
                 stream=bool(pinned_body.get("stream")),
+                thread=threading.get_ident(),
             )
             self.calls.append(call)
             self._by_key[options.idempotency_key] = call
@@ -122,7 +122,8 @@ def install() -> None:
     """Patch the SDK's client base classes once per process (idempotent)."""
     if _originals:
         return
-    sync_cls, async_cls = _base_client.SyncAPIClient, _base_client.AsyncAPIClient
+    loaded = sdk.load()
+    sync_cls, async_cls = loaded.sync_client, loaded.async_client
     sync_request, async_request = sync_cls.request, async_cls.request
     sync_process, async_process = sync_cls._process_response, async_cls._process_response
 
@@ -190,9 +191,10 @@ def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_as
     if not stream and not call.stream:
         try:
             response.read()
-            _fill_from_body(call, response.content)
         except Exception as exc:  # the SDK will raise its own error; keep ours on the call
-            call.error = f"{type(exc).__name__}: {exc}"
+            call.error = f"the answer could not be read: {type(exc).__name__}: {exc}"
+            return
+        _fill_from_body(call, response.content, response.headers.get("content-type", ""))
         return
     httpx_module = _module_of(response)
     encoding = response.headers.get("content-encoding", "")
@@ -203,8 +205,6 @@ def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_as
 
 
 def _module_of(response: Any) -> Any:
-    import sys
-
     return sys.modules[type(response).__module__.split(".")[0]]
 
 
@@ -219,9 +219,14 @@ class _StreamSink:
 
     def fail(self, exc: BaseException) -> None:
         self.call.error = f"the stream broke off: {type(exc).__name__}: {exc}"
-        self.finish()
+        self.finish(ended=False)
 
-    def finish(self) -> None:
+    def finish(self, *, ended: bool) -> None:
+        """Parse what arrived; ``ended`` says the server's byte stream ran to its end.
+
+        A consumer that stops reading early (closes the stream) is not an
+        error: what it read is what it used.
+        """
         if self.done:
             return
         self.done = True
@@ -231,7 +236,7 @@ class _StreamSink:
                 raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw)
             except zlib.error:
                 pass
-        _fill_from_sse(self.call, raw)
+        _fill_from_sse(self.call, raw, ended=ended)
 
 
 @functools.cache
@@ -250,10 +255,10 @@ def _tee_class(base: type, is_async: bool) -> type:
             except Exception as exc:
                 self._sink.fail(exc)
                 raise
-            self._sink.finish()
+            self._sink.finish(ended=True)
 
         def close(self) -> None:
-            self._sink.finish()
+            self._sink.finish(ended=False)
             self._inner.close()
 
     class AsyncTee(base):  # type: ignore[misc]
@@ -268,21 +273,67 @@ def _tee_class(base: type, is_async: bool) -> type:
             except Exception as exc:
                 self._sink.fail(exc)
                 raise
-            self._sink.finish()
+            self._sink.finish(ended=True)
 
         async def aclose(self) -> None:
-            self._sink.finish()
+            self._sink.finish(ended=False)
             await self._inner.aclose()
 
     return AsyncTee if is_async else SyncTee
 
 
-def _fill_from_body(call: Call, content: bytes) -> None:
-    data = json.loads(content)
+def _fill_from_body(call: Call, content: bytes, content_type: str) -> None:
+    """Read a whole answer into ``call``; an answer that is not a complete one sets ``call.error``."""
+    read = is_read(call.endpoint)
+    try:
+        data = json.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        if read:
+            call.error = f"the answer is not UTF-8 text (byte {exc.start}): not the API's JSON"
+        return
+    except ValueError:
+        if read:
+            kind = content_type or "none"
+            call.error = f"the answer is not the API's JSON (content-type {kind}, begins {_begin(content)})"
+        return
+    if not isinstance(data, dict):
+        if read:
+            call.error = f"the answer is JSON but not an object (begins {_begin(content)})"
+        return
     call.model = data.get("model")
     call.system_fingerprint = data.get("system_fingerprint")
-    call.usage = data.get("usage")
+    call.usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    if not read:
+        call.output = ""
+        return
+    problem = _answer_problem(call.endpoint, data)
+    if problem:
+        call.error = problem
+        return
     call.output = _text_of(data)
+
+
+def _begin(content: bytes) -> str:
+    text = content[:40].decode("utf-8", errors="replace").strip()
+    return repr(text) + ("..." if len(content) > 40 else "") if text else "empty"
+
+
+def _answer_problem(endpoint: str, data: dict[str, Any]) -> str | None:
+    """Why a JSON answer of a read endpoint is not a complete answer, or ``None``."""
+    error = data.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else error
+        return f"the answer is an error object, not a completion: {message}"
+    if endpoint.rstrip("/").endswith("/responses"):
+        if not isinstance(data.get("output"), list):
+            return "the answer has no 'output' list: not a Responses API object"
+        if data.get("status") == "failed":
+            return "the response's status is 'failed'"
+        return None
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+        return "the answer has no 'choices': not a completion"
+    return None
 
 
 def _text_of(data: dict[str, Any]) -> str:
@@ -309,39 +360,77 @@ def _text_of(data: dict[str, Any]) -> str:
     return ""
 
 
-def _fill_from_sse(call: Call, raw: bytes) -> None:
+def sse_events(raw: bytes) -> Iterator[str]:
+    """The ``data:`` payloads of a server-sent-events body, in order (blank ones skipped)."""
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        if line.startswith("data:"):
+            payload = line[5:].strip()
+            if payload:
+                yield payload
+
+
+#: Responses API stream events that end a complete answer, and those that end a failed one.
+_RESPONSES_DONE = ("response.completed", "response.incomplete")
+_RESPONSES_FAILED = ("response.failed", "error")
+
+
+def _fill_from_sse(call: Call, raw: bytes, *, ended: bool) -> None:
     pieces: list[str] = []
     fingerprints: list[str] = []
-    saw_event = False
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        if not line.startswith("data:"):
-            continue
-        payload = line[5:].strip()
-        if not payload or payload == "[DONE]":
+    saw_event = saw_end = False
+    for payload in sse_events(raw):
+        if payload == "[DONE]":
+            saw_end = True
             continue
         try:
             chunk = json.loads(payload)
         except ValueError:
+            call.error = call.error or f"a stream event is not JSON (begins {_begin(payload.encode())})"
+            continue
+        if not isinstance(chunk, dict):
+            call.error = call.error or "a stream event is JSON but not an object"
             continue
         saw_event = True
+        if chunk.get("error") or chunk.get("type") in _RESPONSES_FAILED:
+            final: dict[str, Any] = chunk["response"] if isinstance(chunk.get("response"), dict) else {}
+            error = chunk.get("error") or final.get("error") or chunk
+            message = error.get("message") if isinstance(error, dict) else error
+            call.error = call.error or f"the stream carried an error, not a completion: {message}"
+            continue
+        if chunk.get("type") in _RESPONSES_DONE and isinstance(chunk.get("response"), dict):
+            saw_end = True
+            final = chunk["response"]
+            call.model = final.get("model") or call.model
+            call.usage = final.get("usage") if isinstance(final.get("usage"), dict) else call.usage
+            pieces = [_text_of(final)]
+            continue
         fingerprint = chunk.get("system_fingerprint")
         if fingerprint is not None and fingerprint not in fingerprints:
             fingerprints.append(fingerprint)
         if call.model is None and chunk.get("model"):
             call.model = chunk["model"]
-        if chunk.get("usage"):
+        if isinstance(chunk.get("usage"), dict):
             call.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
+            if choice.get("finish_reason"):
+                saw_end = True
             if "text" in choice:
                 pieces.append(choice.get("text") or "")
             else:
                 pieces.append((choice.get("delta") or {}).get("content") or "")
-    if not saw_event:
-        call.error = call.error or "the stream ended before any event arrived"
+    if not is_read(call.endpoint):
+        call.error = None  # not ours to judge: recorded and replayed as it is
+        call.output = "".join(pieces)
         return
-    if call.error:  # broke off: what arrived is not the model's whole output
+    if call.error:  # broke off, or not the API's events: what arrived is not the model's output
+        return
+    if not saw_event:
+        call.error = "the stream ended before any event arrived (not the API's server-sent events)"
+        return
+    if ended and not saw_end:
+        call.error = "the stream ended without its end ([DONE] or a finish_reason): the answer is cut"
         return
     # A stream's fingerprint is the first non-null one among its chunks: vLLM
     # stamps only the last chunk, Azure's first chunk has none.

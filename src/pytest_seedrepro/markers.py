@@ -7,6 +7,7 @@ and ``llm_params`` are merged from the farthest to the nearest, key by key.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,14 @@ def _params(mark: pytest.Mark) -> dict[str, Any]:
         )
     if "seed" in mark.kwargs:
         raise MarkerError("@pytest.mark.llm_params cannot pin 'seed': use @pytest.mark.seed(n)")
+    for key, value in mark.kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise MarkerError(
+                f"@pytest.mark.llm_params({key}=...) must be a JSON value (str, number, bool, None, "
+                f"list, dict), got {_describe(value)}"
+            ) from None
     return dict(mark.kwargs)
 
 
@@ -79,8 +88,8 @@ def _policy(mark: pytest.Mark) -> str:
     return str(args[0])
 
 
-def resolve(node: pytest.Item | Any) -> Pins:
-    """The pins of ``node`` (an item or a ``FunctionDefinition``); raises ``MarkerError``."""
+def resolve(node: pytest.Item) -> Pins:
+    """The pins of ``node``, marks given with ``pytest.param(marks=...)`` included; raises ``MarkerError``."""
     seed_marks = list(node.iter_markers("seed"))
     for mark in seed_marks:  # validate all, not only the winner: a typo on a class is still a typo
         _seed(mark)
@@ -97,9 +106,14 @@ def resolve(node: pytest.Item | Any) -> Pins:
     )
 
 
-def validate_at_collection(definition: Any) -> None:
-    """Turn a bad marker into a one-line collection error naming the test and the value."""
+def problem_of(item: pytest.Item) -> str | None:
+    """The one-line error for ``item``'s bad marker arguments, or ``None`` when they are fine.
+
+    Only tests that use ``seeded_llm`` are checked: another plugin's or suite's
+    ``seed`` marker on other tests is not ours to judge.
+    """
     try:
-        resolve(definition)
+        resolve(item)
     except MarkerError as exc:
-        pytest.fail(f"{definition.nodeid}: {exc}", pytrace=False)
+        return f"seedrepro: {item.nodeid}: {exc}"
+    return None

@@ -1,20 +1,22 @@
 """pytest entry point (``pytest11`` name ``seedrepro``): options, markers, hooks, the fixture.
 
 Only wiring lives here. Anything that imports openai, vcrpy or syrupy is
-imported inside the fixture, so suites that never use it do not pay for it.
+imported inside the fixture, so suites that never use it do not pay for it;
+the hooks below do nothing for a test without per-test state (``TEST_STATE``,
+set by the fixture).
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_seedrepro import markers, options, report
-from pytest_seedrepro.session import RUN_STATE, RunState
+from pytest_seedrepro import options, report
+from pytest_seedrepro.markers import MARKER_LINES
+from pytest_seedrepro.session import RUN_STATE, TEST_STATE, RunState
 
 if TYPE_CHECKING:
     from pytest_seedrepro.fixture import SeededLLM
@@ -31,16 +33,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for line in markers.MARKER_LINES:
+    for line in MARKER_LINES:
         config.addinivalue_line("markers", line)
     config.stash[RUN_STATE] = RunState(options.resolve(config))
     config.pluginmanager.register(report.RunSummary(config), "seedrepro-summary")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    run = config.stash.get(RUN_STATE, None)
-    if run is not None:
-        run.close()
     # Only undo the SDK patches if a test installed them (and so imported openai).
     intercept = sys.modules.get("pytest_seedrepro.intercept")
     if intercept is not None:
@@ -55,24 +54,26 @@ def pytest_report_header(config: pytest.Config) -> str:
     )
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    markers.validate_at_collection(metafunc.definition)
+def _uses_seeded_llm(item: pytest.Item) -> bool:
+    return "seeded_llm" in getattr(item, "fixturenames", ())
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    verdict = sys.modules.get("pytest_seedrepro.verdict")
-    if verdict is None:
+    if item.stash.get(TEST_STATE, None) is None:
         return (yield)
+    from pytest_seedrepro import verdict
+
     try:
         result = yield
-    except BaseException:
-        # Keeps the test's snapshot in use; must never hide the test's own error.
-        with contextlib.suppress(Exception):
-            verdict.after_body(item, body_failed=True)
+    except BaseException as exc:
+        try:
+            verdict.after_body(item, body_error=exc)
+        except Exception:  # must never hide the test's own error
+            pass
         raise
     # After the body, still in the call phase: a fail, skip or warning here is the test's own.
-    verdict.after_body(item, body_failed=False)
+    verdict.after_body(item, body_error=None)
     return result
 
 
@@ -81,10 +82,22 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    # Only tests that used the fixture have imported the verdict machinery.
-    verdict = sys.modules.get("pytest_seedrepro.verdict")
-    if verdict is not None:
-        verdict.judge(item, report)
+    state = item.stash.get(TEST_STATE, None)
+    if state is None:
+        if report.when == "setup" and report.failed and _uses_seeded_llm(item):
+            from pytest_seedrepro import writes
+
+            writes.keep_snapshot_of_unstarted(item)
+    elif report.when == "setup" and report.failed:
+        state.broken = True
+    elif report.when == "call":
+        from pytest_seedrepro import verdict
+
+        verdict.annotate_report(item, report)
+    elif report.when == "teardown":
+        from pytest_seedrepro import writes
+
+        writes.finish(item, report)
     return report
 
 
@@ -94,7 +107,6 @@ def seeded_llm(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
 
     Also covers OpenAI clients built by the code under test while the test runs.
     """
-    import pytest_seedrepro.verdict  # noqa: F401  (judges this test after its body, in makereport)
     from pytest_seedrepro.fixture import seeded_llm_for
 
     with seeded_llm_for(request) as llm:

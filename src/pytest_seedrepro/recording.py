@@ -1,34 +1,42 @@
 """Recordings: one vcrpy cassette per test, matched on the body, safe to commit.
 
+Everything the plugin knows about recordings lives here: where a test's
+cassette is, what of an exchange is kept (no secrets, no transient errors),
+how a missing recording is explained, and the rule that a recording is
+written only once the whole test is over and nothing failed.
+
 This module imports vcrpy, so only the fixture imports it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import vcr
 from vcr.errors import CannotOverwriteExistingCassetteException
-from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
+from vcr.persisters.filesystem import CassetteNotFoundError
+from vcr.serialize import deserialize, serialize
 
-from pytest_seedrepro.calls import Call
+from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error
+from pytest_seedrepro.files import UnreadableFile, read_text, write_atomically
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
 RECORD_MODES = {"replay": "none", "record": "new_episodes", "rerecord": "all"}
 
-#: The request and response headers a recording keeps. A whitelist, not a
+#: The request and response headers a recording keeps. An allow-list, not a
 #: blocklist: Authorization, api-key, OpenAI-Organization/-Project, cookies,
 #: x-stainless-* and user-agent (which changes with every SDK upgrade) can
 #: never reach the file, nor any header a provider adds tomorrow.
 KEPT_REQUEST_HEADERS = frozenset({"content-type", "accept"})
 KEPT_RESPONSE_HEADERS = frozenset({"content-type"})
-#: Query parameters that carry keys (Azure's ``api-key``, Google-style ``key``).
-SECRET_QUERY_PARAMETERS = ("api-key", "api_key", "key", "access_token", "token")
+#: A query parameter whose name holds one of these (any case, any separator:
+#: ``api-key``, ``subscription-key``, ``apikey``, ``access_token``, ``sig``) is
+#: dropped from the recording, and from requests before they are matched.
+_CREDENTIAL_NAME = re.compile(r"key|token|secret|passw|pwd|sig|auth|credential|subscription|session")
 #: Per-request wall-clock measurements some servers add (llama.cpp's
 #: llama-server: ``timings``); no SDK reads them and they change every run.
 _TIMING_KEYS = ("timings",)
@@ -39,18 +47,15 @@ _STABLE_ID_OBJECTS = {
     "chat.completion.chunk": "chatcmpl-recorded",
     "text_completion": "cmpl-recorded",
 }
+_MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "body")
 
 
 class MissingRecording(Exception):
     """A request in ``replay`` mode that no recording answers."""
 
 
-class RecordingNotWritten(Exception):
-    """A recording could not be written (permissions, a full disk, a file where a directory should be)."""
-
-
 class CorruptRecording(Exception):
-    """A cassette file exists but cannot be read."""
+    """A cassette file exists but cannot be read; the message names the file and what to do."""
 
 
 def cassette_path(test_path: Path, nodeid: str, cassette_dir: str) -> Path:
@@ -60,90 +65,117 @@ def cassette_path(test_path: Path, nodeid: str, cassette_dir: str) -> Path:
     return test_path.parent / cassette_dir / test_path.stem / f"{name}.yaml"
 
 
-class AtomicPersister:
-    """vcrpy persister that writes through a temp file and a rename, or not at all.
+class Recording:
+    """A test's cassette: vcrpy's persister, holding the save until the test is over.
 
-    An interrupted run leaves the previous recording whole. ``allow_save`` is
-    turned off when a call failed or the test was skipped, so the previous
-    recording stays untouched; entries are put in issue order before saving so
-    that calls answered out of order (``asyncio.gather``) never reorder the file.
+    vcrpy saves a cassette when its context exits, in the fixture's tear-down,
+    before the test's other fixtures are torn down. Here that save is only
+    kept; :meth:`write` writes it once the whole test is known to have passed
+    (or been judged), and is never called for a test that failed, so the
+    previous recording stays byte for byte. Entries are put in the order of
+    the test's calls (issue order; by content for calls from threads), so
+    neither ``asyncio.gather`` nor thread timing reorders the file.
     """
 
-    def __init__(self, calls: list[Call], *, ignore_existing: bool) -> None:
+    def __init__(self, path: Path, calls: list[Call], *, ignore_existing: bool) -> None:
+        self.path = path
         self.calls = calls
         self.ignore_existing = ignore_existing
-        self.allow_save = True
-        self.saved = False
+        self._pending: tuple[dict[str, Any], Any] | None = None
+
+    # vcrpy's persister interface --------------------------------------------------------------
 
     def load_cassette(self, cassette_path: str | Path, serializer: Any) -> Any:
         if self.ignore_existing:
             raise CassetteNotFoundError()
+        path = Path(cassette_path)
         try:
-            return FilesystemPersister.load_cassette(cassette_path, serializer)
-        except CassetteNotFoundError:
-            raise
-        except Exception as exc:  # yaml errors, a cassette of an old format, a broken structure
-            raise CorruptRecording(f"{cassette_path}: {type(exc).__name__}: {exc}".strip()) from None
+            text = read_text(path, what="the recording")
+        except UnreadableFile as exc:
+            raise CorruptRecording(str(exc)) from None
+        if text is None or not text.strip():
+            raise CassetteNotFoundError()  # vcrpy's rule: an empty file is a missing recording
+        try:
+            return deserialize(text, serializer)
+        except Exception as exc:  # yaml errors, a foreign or truncated file, an old format
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CorruptRecording(
+                f"cannot read the recording {path}: not a vcrpy cassette ({type(exc).__name__}: {first_line})"
+            ) from None
 
     def save_cassette(
         self, cassette_path: str | Path, cassette_dict: dict[str, Any], serializer: Any
     ) -> None:
-        if not self.allow_save:
+        self._pending = (cassette_dict, serializer)
+
+    # the end of the test ----------------------------------------------------------------------
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether vcrpy asked for the file to be written (new or re-recorded interactions)."""
+        return self._pending is not None
+
+    def write(self) -> None:
+        """Write what vcrpy saved, atomically; ``files.NotWritten`` names the file and the reason."""
+        if self._pending is None:
             return
-        from vcr.serialize import serialize
-
-        data = serialize(_in_issue_order(cassette_dict, self.calls), serializer)
-        target = Path(cassette_path)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        except OSError as exc:
-            raise RecordingNotWritten(f"cannot write the recording {target}: {exc.strerror or exc}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise RecordingNotWritten(
-                    f"cannot write the recording {target}: {exc.strerror or exc}"
-                ) from None
-            raise
-        self.saved = True
+        cassette_dict, serializer = self._pending
+        self._pending = None
+        text = serialize(_in_files_order(cassette_dict, self.calls), serializer)
+        write_atomically(self.path, text, what="the recording")
 
 
-def _in_issue_order(cassette_dict: dict[str, Any], calls: list[Call]) -> dict[str, Any]:
+def _in_files_order(cassette_dict: dict[str, Any], calls: list[Call]) -> dict[str, Any]:
     pairs = list(zip(cassette_dict["requests"], cassette_dict["responses"], strict=True))
-    bodies = [(call.endpoint, call.request) for call in calls]
+    ordered = in_files_order(calls)
 
-    def issue_index(pair: tuple[Any, Any]) -> int:
-        request = pair[0]
-        try:
-            body = json.loads(request.body or b"null")
-        except ValueError:
-            return len(bodies)
-        for index, (endpoint, sent) in enumerate(bodies):
-            if body == sent and request.path.endswith(endpoint):
-                return index
-        return len(bodies)
+    def position(pair: tuple[Any, Any]) -> tuple[int, str, str]:
+        request, response = pair
+        body = _json_or_none(request.body)
+        for index, call in enumerate(ordered):
+            if body == call.request and request.path.endswith(call.endpoint):
+                # Calls from threads may repeat one request: the answer breaks the tie.
+                return index, "", _response_text(response)
+        return len(ordered), canonical(body), _response_text(response)
 
-    pairs.sort(key=issue_index)  # stable: identical requests keep their recorded order
+    pairs.sort(key=position)  # stable: identical requests keep their recorded order
     return {**cassette_dict, "requests": [p[0] for p in pairs], "responses": [p[1] for p in pairs]}
 
 
-def _keep_request_headers(request: Any) -> Any:
+def _json_or_none(body: Any) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _response_text(response: dict[str, Any]) -> str:
+    body = response.get("body", {}).get("string", b"")
+    return body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a query parameter's name looks like it carries a secret (any case or separator)."""
+    return bool(_CREDENTIAL_NAME.search(re.sub(r"[^a-z0-9]", "", name.lower())))
+
+
+def _scrub_request(request: Any) -> Any:
     for name in list(request.headers):
         if name.lower() not in KEPT_REQUEST_HEADERS:
             del request.headers[name]
+    parts = urlsplit(request.uri)
+    if parts.query:
+        query = [
+            (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_credential_name(k)
+        ]
+        request.uri = urlunsplit(parts._replace(query=urlencode(query)))
     return request
 
 
 def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
-    # Never keep an error: a recorded 429/5xx would make every replay sleep
-    # through the SDK's retry backoff, and the test would replay a failure.
-    if response["status"]["code"] >= 400:
-        return None
+    status = response["status"]["code"]
+    if status >= 400 and not is_recorded_error(status):
+        return None  # transient, or may quote the key (calls.NEVER_RECORDED_4XX)
     response["headers"] = {
         name: value for name, value in response["headers"].items() if name.lower() in KEPT_RESPONSE_HEADERS
     }
@@ -155,10 +187,13 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
 
 def _stable_body(body: bytes) -> bytes:
     """Fix the volatile ``id``/``created`` of completion objects: re-recorded diffs show real changes."""
-    text = body.decode("utf-8", errors="surrogateescape")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body  # not text: kept as it came (the answer is reported broken anyway)
     stripped = text.lstrip()
     if stripped.startswith("{"):
-        return _stable_json(stripped).encode("utf-8", errors="surrogateescape")
+        return _stable_json(stripped).encode("utf-8")
     if "data:" not in text:
         return body
     lines = []
@@ -166,7 +201,7 @@ def _stable_body(body: bytes) -> bytes:
         if line.startswith("data: {"):
             line = "data: " + _stable_json(line[6:])
         lines.append(line)
-    return "\n".join(lines).encode("utf-8", errors="surrogateescape")
+    return "\n".join(lines).encode("utf-8")
 
 
 def _stable_json(text: str) -> str:
@@ -180,27 +215,33 @@ def _stable_json(text: str) -> str:
     data["created"] = 0
     for key in _TIMING_KEYS:
         data.pop(key, None)
-    return json.dumps(data, ensure_ascii=False)
+    dumped = json.dumps(data, ensure_ascii=False)
+    try:
+        dumped.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud83d", from a proxy that cut a string between
+        # the halves of an emoji) cannot be UTF-8: keep it escaped, as it came.
+        dumped = json.dumps(data)
+    return dumped
 
 
-def open_cassette(path: Path, mode: str, persister: AtomicPersister) -> Any:
+def open_cassette(recording: Recording, mode: str) -> Any:
     """A vcrpy ``use_cassette`` context for one test."""
     recorder = vcr.VCR(
         record_mode=RECORD_MODES[mode],
         # vcrpy's default match_on ignores the body: a changed seed or prompt
         # would silently replay another request's answer.
-        match_on=("method", "scheme", "host", "port", "path", "query", "body"),
-        filter_query_parameters=SECRET_QUERY_PARAMETERS,
-        before_record_request=_keep_request_headers,
+        match_on=_MATCH_ON,
+        before_record_request=_scrub_request,
         before_record_response=_scrub_response,
         decode_compressed_response=True,
     )
-    recorder.register_persister(persister)
-    return recorder.use_cassette(str(path))
+    recorder.register_persister(recording)
+    return recorder.use_cassette(str(recording.path))
 
 
-def is_missing_recording(exc: BaseException) -> bool:
-    """Whether vcrpy refused a request because replay mode has no recording for it.
+def missing_recording_error(exc: BaseException) -> CannotOverwriteExistingCassetteException | None:
+    """vcrpy's refusal of a request that replay mode has no recording for, if ``exc`` is one.
 
     openai 1.x wraps any transport exception in ``APIConnectionError`` (after
     retrying it), so the vcrpy error may be a cause further down the chain.
@@ -208,15 +249,89 @@ def is_missing_recording(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, CannotOverwriteExistingCassetteException):
-            return True
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
-def describe_missing(call: Call, nodeid: str, path: Path) -> str:
-    """The one-line message for a request that has no recording in ``replay`` mode."""
-    where = f"no recording file {path} for" if not path.exists() else f"no recording in {path} matches"
+def describe_missing(
+    call: Call, path: Path, refusal: CannotOverwriteExistingCassetteException, nodeid: str
+) -> str:
+    """Why a request has no recording in ``replay`` mode, and what to do, in one line.
+
+    It compares the request with the closest recorded one, so that a changed
+    base URL is not mistaken for a request that needs recording (and money).
+    """
+    record = f"pytest --seedrepro-mode=record '{nodeid}'"
+    head = f"POST {call.endpoint} (seed={call.seed}, model={call.request.get('model')})"
+    if not path.exists():
+        return f"{head} has no recording: no file {path}. Record it with: {record}"
+    failed = getattr(refusal, "failed_request", None)
+    try:
+        similar = refusal.cassette.find_requests_with_most_matches(failed) if failed is not None else []
+    except Exception:  # an explanation must never hide the error it explains
+        similar = []
+    if not similar:
+        return f"{head} matches nothing recorded in {path}. Record it with: {record}"
+    closest = similar[0][0]
+    where = _where_differs(failed, closest)
+    if where:
+        return (
+            f"{head} was recorded against {_origin(closest)}, this run sends it to {_origin(failed)} "
+            f"({where}; in {path}). Replay with the base URL it was recorded with "
+            f"(--seedrepro-base-url={_origin(closest)}{_base_path(closest, call)}), "
+            f"or record it again with: {record}"
+        )
+    changed = _body_differences(failed, closest)
+    if changed:
+        return (
+            f"{head} has no recording in {path}: the closest recorded request differs in {changed}. "
+            f"Record it with: {record}"
+        )
     return (
-        f"seedrepro: {nodeid}: {where} POST {call.endpoint} (seed={call.seed}, "
-        f"model={call.request.get('model')}). Record it with: pytest --seedrepro-mode=record '{nodeid}'"
+        f"{head}: every matching recording in {path} was already replayed (the test makes this call "
+        f"more often than when it was recorded). Record it with: {record}"
     )
+
+
+def _origin(request: Any) -> str:
+    return f"{request.scheme}://{request.host}:{request.port}"
+
+
+def _base_path(request: Any, call: Call) -> str:
+    path = str(request.path)
+    return path[: -len(call.endpoint)] if call.endpoint and path.endswith(call.endpoint) else ""
+
+
+def _where_differs(failed: Any, recorded: Any) -> str:
+    parts = [
+        f"{name} {getattr(recorded, name)!r} recorded, {getattr(failed, name)!r} now"
+        for name in ("scheme", "host", "port")
+        if getattr(failed, name) != getattr(recorded, name)
+    ]
+    if parts and failed.path != recorded.path:
+        parts.append(f"path {recorded.path!r} recorded, {failed.path!r} now")
+    return "; ".join(parts)
+
+
+def _body_differences(failed: Any, recorded: Any) -> str:
+    differences = []
+    if failed.path != recorded.path:
+        differences.append(f"path ({recorded.path} recorded, {failed.path} now)")
+    if failed.query != recorded.query:
+        differences.append("query")
+    new, old = _json_or_none(failed.body), _json_or_none(recorded.body)
+    if isinstance(new, dict) and isinstance(old, dict):
+        for key in sorted(new.keys() | old.keys()):
+            if new.get(key) != old.get(key):
+                differences.append(
+                    f"body key {key!r} ({_short(old.get(key))} recorded, {_short(new.get(key))} now)"
+                )
+    elif new != old:
+        differences.append("body")
+    return ", ".join(differences)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

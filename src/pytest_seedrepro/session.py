@@ -1,13 +1,22 @@
-"""Per-run state kept in ``config.stash``: the settings and the shared HTTP plumbing."""
+"""State kept by the plugin: per run in ``config.stash``, per test in ``item.stash``.
+
+Both live here, in a module that imports neither openai nor vcrpy nor syrupy,
+so the wiring in ``plugin.py`` can ask "did this test use ``seeded_llm``?"
+without importing anything heavy, and the fixture, the verdict and the
+end-of-test writes depend on this module rather than on each other.
+"""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_seedrepro.calls import Call
+from pytest_seedrepro.markers import Pins
 from pytest_seedrepro.options import Settings
 
 
@@ -16,46 +25,20 @@ class RunState:
     """What the plugin keeps for the whole run (one per process)."""
 
     settings: Settings
-    #: One sync HTTP client for every test's ``seeded_llm.client``: building a
-    #: client loads the CA store (~20 ms), too much to pay in every test.
-    _sync_http_client: Any = None
+    #: The TLS context every test's HTTP clients share: loading the CA store
+    #: costs ~20 ms, too much to pay in every test. Clients themselves are per
+    #: test, because a test may close the one it was given.
     _ssl_context: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
-    def sync_http_client(self) -> Any:
-        """The shared ``httpx``/``httpx2`` client for sync OpenAI clients."""
-        if self._sync_http_client is None:
-            import openai
-
-            self._sync_http_client = openai.DefaultHttpxClient()
-        return self._sync_http_client
-
-    def async_http_client(self) -> Any:
-        """A fresh async HTTP client for one test.
-
-        Async connections belong to the event loop that opened them, and each
-        test may run on its own loop, so the client is per test and keeps no
-        idle connections that could outlive that loop. The TLS context, the
-        expensive part, is shared.
-        """
-        import openai
-
-        http = _http_module(openai.DefaultAsyncHttpxClient)
+    def ssl_context(self, client_class: type) -> Any:
+        """The shared TLS context for ``client_class``'s httpx flavour (httpx or httpx2)."""
         if self._ssl_context is None:
-            self._ssl_context = http.create_ssl_context()
-        return openai.DefaultAsyncHttpxClient(
-            verify=self._ssl_context, limits=http.Limits(max_connections=100, max_keepalive_connections=0)
-        )
-
-    def close(self) -> None:
-        """Release the shared client at the end of the run."""
-        if self._sync_http_client is not None:
-            self._sync_http_client.close()
-            self._sync_http_client = None
+            self._ssl_context = http_module(client_class).create_ssl_context()
+        return self._ssl_context
 
 
-def _http_module(client_class: type) -> Any:
-    """``httpx`` for openai 1.x/2.x, ``httpx2`` for openai 3.x."""
+def http_module(client_class: type) -> Any:
+    """``httpx`` for openai 1.x/2.x, ``httpx2`` for openai 3.x: the module ``client_class`` is built on."""
     for base in client_class.__mro__:
         top = base.__module__.split(".")[0]
         if top in ("httpx", "httpx2"):
@@ -63,4 +46,43 @@ def _http_module(client_class: type) -> Any:
     raise RuntimeError(f"cannot tell which httpx {client_class!r} is built on")
 
 
+@dataclass
+class TestState:
+    """What the plugin knows about one ``seeded_llm`` test, kept in ``item.stash``."""
+
+    __test__ = False  # not a test class, whatever pytest's collection thinks of the name
+
+    pins: Pins
+    calls: list[Call] = field(default_factory=list)
+    #: One message per problem that fails the test even if the code under test
+    #: swallowed the exception: a missing recording, an API error, a broken answer.
+    problems: list[str] = field(default_factory=list)
+    #: Something failed (set-up, body, a call, tear-down): nothing of this test
+    #: is written, and its snapshot and recording stay byte for byte.
+    broken: bool = False
+    #: The verdict skipped the test for a fingerprint change: its files stay as they were.
+    keep_files: bool = False
+    #: The cassette file of this test (None in ``live`` mode).
+    cassette: Path | None = None
+    #: The test's recording, saved at the very end if nothing failed (``recording.Recording``).
+    recording: Any = None
+    #: syrupy's ``SnapshotAssertion`` with seedrepro's extension (None without syrupy's plugin).
+    snapshot: Any = None
+    #: What the verdict wants asserted against the snapshot once the test is over:
+    #: the rendered calls (written under ``--snapshot-update``) or the stored text.
+    snapshot_value: Any = None
+    #: Calls whose fingerprint differs from the snapshot's (``verdict.FingerprintChange``).
+    fingerprint_changes: list[Any] = field(default_factory=list)
+    #: ids of the exceptions the plugin saw a call raise: when one ends the body,
+    #: the report shows the plugin's one-line cause instead of a traceback.
+    raised: set[int] = field(default_factory=set)
+    #: The body ended on an error whose cause is in ``problems``: the report shows those lines.
+    explain: bool = False
+    #: The body ran to its end (or the verdict's judgement): the test's files may be written.
+    body_done: bool = False
+    #: Per-test HTTP clients to close when the test ends.
+    closers: list[Any] = field(default_factory=list)
+
+
 RUN_STATE = pytest.StashKey[RunState]()
+TEST_STATE = pytest.StashKey[TestState]()

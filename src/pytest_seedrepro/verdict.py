@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 
 import pytest_seedrepro.snapshots as snapshots
-from pytest_seedrepro.calls import Call
-from pytest_seedrepro.fixture import TEST_STATE, TestState
+from pytest_seedrepro.calls import Call, canonical, from_threads, in_files_order
+from pytest_seedrepro.files import UnreadableFile, read_text
 from pytest_seedrepro.options import POLICIES
-from pytest_seedrepro.session import RUN_STATE
+from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 from pytest_seedrepro.warnings import SeedReproFingerprintWarning
 
 
@@ -76,6 +76,8 @@ def snapshot_entry(config: pytest.Config, call: Call) -> dict[str, Any]:
     if identity is not None and identity != call.system_fingerprint:
         entry["backend"] = str(identity)
     entry["response_model"] = call.model
+    if call.status is not None:
+        entry["status"] = call.status  # a recorded client error (400, 404, 422): its message is the output
     entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in snapshots.TRANSPORT_KEYS}
     entry["output"] = _normalize(config, call.output or "", call)
     return entry
@@ -108,52 +110,91 @@ def _policy(item: pytest.Item, state: TestState, change: FingerprintChange, call
     return item.config.stash[RUN_STATE].settings.on_fingerprint_change
 
 
-def _read(location: str) -> str | None:
-    try:
-        return Path(location).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
+def problem_lines(nodeid: str, calls: list[Call]) -> list[str]:
+    """One line per call that has no usable answer: the cause, and for a missing recording what to do."""
+    return [f"seedrepro: {nodeid}: call {call.index}: {call.error}" for call in calls if call.error]
 
 
-def after_body(item: pytest.Item, *, body_failed: bool) -> None:
-    """Compare the test's calls with its snapshot; may fail, skip or warn."""
+def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
+    """Decide the test once its body is over: fail, skip or warn, and what its snapshot will be.
+
+    Nothing is written here: ``writes.finish`` writes the recording and
+    asserts the snapshot once the whole test (tear-down included) is over.
+    """
     state = item.stash.get(TEST_STATE, None)
-    if state is None or state.snapshot is None:
+    if state is None:
         return
+    state.problems = problem_lines(item.nodeid, state.calls)
+    if body_error is not None or state.problems:
+        # Nothing of a failed test is written, and its snapshot stays as it is.
+        state.broken = True
+        if body_error is None:
+            pytest.fail("\n".join(state.problems), pytrace=False)
+        state.explain = id(body_error) in state.raised and bool(state.problems)
+        return
+    state.body_done = True
+    if state.snapshot is None:
+        return  # syrupy's plugin is off: pinned, recorded and replayed, not judged
     assertion = state.snapshot
     location = assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
-    stored_text = _read(location)
-    if body_failed or state.problems or any(call.error for call in state.calls):
-        # Nothing of a failed test is written, and its snapshot stays in use:
-        # syrupy would otherwise report it unused, and --snapshot-update delete it.
-        if stored_text is not None:
-            assertion == snapshots.StoredText(stored_text)  # noqa: B015 - marks it used, unchanged
-        if state.problems and not body_failed:
-            pytest.fail("\n".join(state.problems), pytrace=False)
-        return
+    try:
+        stored_text = read_text(Path(location), what="the snapshot")
+    except UnreadableFile as exc:
+        state.broken = True
+        message = f"seedrepro: {item.nodeid}: {exc}"
+    else:
+        message = ""
+    if message:
+        pytest.fail(message, pytrace=False)
     if not state.calls and stored_text is None:
         return  # nothing to keep: no file is written for a test that made no call
-    current = [snapshot_entry(item.config, call) for call in state.calls]
+    current = [snapshot_entry(item.config, call) for call in in_files_order(state.calls)]
     rendered = snapshots.render(item.nodeid, current)
     if assertion.update_snapshots:
-        assertion == rendered  # noqa: B015 - syrupy writes it when it differs
+        state.snapshot_value = rendered  # syrupy writes it when it differs
         return
     if stored_text is None:
-        assertion == rendered  # noqa: B015 - recorded by syrupy as a missing snapshot
+        state.snapshot_value = rendered  # counted by syrupy as a missing snapshot
         pytest.fail(
             f"seedrepro: {item.nodeid}: no snapshot yet ({location}); run with --snapshot-update to write it",
             pytrace=False,
         )
+    state.snapshot_value = snapshots.StoredText(stored_text)  # in use, left as it is
     try:
         stored = snapshots.parse(stored_text, location)
     except snapshots.CorruptSnapshot as exc:
-        assertion == snapshots.StoredText(stored_text)  # noqa: B015 - in use, left as it is
-        pytest.fail(
+        message = (
             f"seedrepro: {item.nodeid}: cannot read the snapshot {exc}. Fix or delete it, then "
-            f"run with --snapshot-update",
-            pytrace=False,
+            f"run with --snapshot-update"
         )
-    _judge(item, state, stored, current, rendered, stored_text)
+    if message:
+        pytest.fail(message, pytrace=False)
+    _judge(item, state, stored, current, rendered)
+
+
+def _pairs(
+    stored: list[dict[str, Any]], current: list[dict[str, Any]], threaded: bool
+) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    """Pair this run's calls with the snapshot's: by position, or by request for calls from threads."""
+    if not threaded:
+        return [
+            (stored[i] if i < len(stored) else None, current[i] if i < len(current) else None)
+            for i in range(max(len(stored), len(current)))
+        ]
+    unmatched = list(stored)
+    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
+    for new in current:
+        key = (new.get("endpoint"), canonical(new.get("request")))
+        same = [old for old in unmatched if (old.get("endpoint"), canonical(old.get("request"))) == key]
+        exact = [old for old in same if old.get("output") == new.get("output")]
+        best: dict[str, Any] | None = (exact or same)[0] if (exact or same) else None
+        if best is None and unmatched:
+            best = unmatched[0]
+        if best is not None:
+            unmatched.remove(best)
+        pairs.append((best, new))
+    pairs.extend((old, None) for old in unmatched)
+    return pairs
 
 
 def _judge(
@@ -162,15 +203,17 @@ def _judge(
     stored: list[dict[str, Any]],
     current: list[dict[str, Any]],
     rendered: str,
-    stored_text: str,
 ) -> None:
-    assertion = state.snapshot
     nodeid = item.nodeid
     failures: list[str] = []
     if len(stored) != len(current):
         failures.append(f"the test made {len(current)} call(s), the snapshot has {len(stored)}")
-    for index, (old, new, call) in enumerate(zip(stored, current, state.calls, strict=False)):
-        where = f"call {index} (seed {call.seed}, model {call.request.get('model')})"
+    call_of = {id(entry): call for entry, call in zip(current, in_files_order(state.calls), strict=True)}
+    for old, new in _pairs(stored, current, from_threads(state.calls)):
+        if old is None or new is None:
+            continue
+        call = call_of[id(new)]
+        where = f"call {call.index} (seed {call.seed}, model {call.request.get('model')})"
         old_request, new_request = old.get("request") or {}, new["request"]
         changed = sorted(
             k for k in old_request.keys() | new_request.keys() if old_request.get(k) != new_request.get(k)
@@ -184,13 +227,14 @@ def _judge(
         same_output = (old_output == new_output) if verdict is None else bool(verdict)
         old_fp, new_fp = _identity(old), _identity(new)
         fingerprint_changed = old_fp is not None and new_fp is not None and old_fp != new_fp
+        old_model = old.get("response_model")
         change = FingerprintChange(
-            index,
+            call.index,
             call.seed,
             old_fp,
             new_fp,
             "same output",
-            old.get("response_model"),
+            None if old_model is None else str(old_model),
             new.get("response_model"),
         )
         if same_output:
@@ -208,14 +252,13 @@ def _judge(
         change.outcome = _policy(item, state, change, call)
         state.fingerprint_changes.append(change)
     if failures:
-        assertion == rendered  # noqa: B015 - syrupy counts it as a failed snapshot; nothing is written
+        state.snapshot_value = rendered  # syrupy counts it as a failed snapshot; nothing is written
         pytest.fail(
             f"seedrepro: {nodeid}: "
             + "\n".join(failures)
             + f"\nIf the new output is right: pytest --snapshot-update '{nodeid}'",
             pytrace=False,
         )
-    assertion == snapshots.StoredText(stored_text)  # noqa: B015 - in use, never rewritten by a fingerprint change
     by_policy = {c.outcome for c in state.fingerprint_changes}
     for policy in ("fail", "skip", "warn"):
         if policy in by_policy:
@@ -225,7 +268,7 @@ def _judge(
             if policy == "fail":
                 pytest.fail(message, pytrace=False)
             if policy == "skip":
-                state.keep_files_as_they_were = True
+                state.keep_files = True
                 pytest.skip(message)
             warnings.warn(SeedReproFingerprintWarning(message), stacklevel=1)
             return
@@ -248,14 +291,16 @@ def _change_message(nodeid: str, changes: list[FingerprintChange], mode: str) ->
     )
 
 
-def judge(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Tidy the call-phase report: clean messages, the skip's location, the summary's data."""
+def annotate_report(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Tidy the call-phase report: the plugin's one-line cause, the skip's location, the summary's data."""
     state = item.stash.get(TEST_STATE, None)
     if state is None or report.when != "call":
         return
-    if state.problems and report.failed and "MissingRecording" in str(report.longrepr):
+    if report.failed and state.explain:
+        # The body ended on an error the plugin caused or explained (a missing
+        # recording, an API error): show the cause, not the SDK's traceback.
         report.longrepr = "\n".join(state.problems)
-    if report.skipped and state.keep_files_as_they_were and isinstance(report.longrepr, tuple):
+    if report.skipped and state.keep_files and isinstance(report.longrepr, tuple):
         # Point the skip at the test, not at this module.
         _, line, _ = item.location
         report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])

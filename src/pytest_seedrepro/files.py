@@ -1,0 +1,88 @@
+"""Writing the plugin's files: whole or not at all.
+
+Every file the plugin writes (recordings, snapshots, the JSON report) goes
+through :func:`write_atomically`: the text goes to a temporary file beside the
+target, which is then renamed over it, so an interrupted run leaves the
+previous file whole. Temporary files left behind by a run that was killed
+mid-write are removed at the next write of the same target.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class NotWritten(Exception):
+    """A file could not be written; the message names it and the reason, in one line."""
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def _remove_stale_temps(target: Path) -> None:
+    # Only this target's temp files: each test writes its own files, so under
+    # pytest-xdist no other worker can be writing one of these right now.
+    for stale in target.parent.glob(f"{_temp_prefix(target)}*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def write_atomically(target: Path, text: str, *, what: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``target`` through a temp file and a rename.
+
+    ``what`` names the file for the user ("the recording", "the snapshot"). Any
+    OS error becomes :class:`NotWritten` with one readable line; the previous
+    file, if any, is left as it was.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise NotWritten(f"cannot write {what} {target}: {_reason(exc)}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise NotWritten(f"cannot write {what} {target}: {_reason(exc)}") from None
+        raise
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, NotADirectoryError | FileExistsError):
+        return f"{exc.strerror} (a file stands where a directory should be: move or delete it)"
+    return exc.strerror or str(exc)
+
+
+def read_text(path: Path, *, what: str) -> str | None:
+    """The file's text, ``None`` when it does not exist; :class:`NotWritten`'s sibling for reads.
+
+    A directory where the file should be, a file where a parent directory should
+    be, or bytes that are not UTF-8 raise :class:`UnreadableFile` with one line.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise UnreadableFile(
+            f"cannot read {what} {path}: a file stands where a directory of its path should be "
+            "(move or delete it)"
+        ) from None
+    except IsADirectoryError:
+        raise UnreadableFile(f"cannot read {what} {path}: it is a directory (move or delete it)") from None
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(
+            f"cannot read {what} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+class UnreadableFile(Exception):
+    """A file exists but cannot be read as text; the message says which and why."""
