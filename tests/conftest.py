@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable
-
 import importlib
 import pkgutil
+import textwrap
+from collections.abc import Callable
 
 # pytester's in-process runs restore sys.modules after each run, so anything a
 # run imports is imported afresh by the next one: openai (~0.4 s) every time,
@@ -25,7 +24,7 @@ for _module in pkgutil.iter_modules(pytest_seedrepro.__path__):
 
 # The fixture lives beside the server it drives; importing it here makes it
 # available to every test module (tests/ is on sys.path: it has no __init__.py).
-from llmserver import LLMServer, llm_server  # noqa: F401
+from llmserver import LLMServer, llm_server  # noqa: E402, F401
 
 #: A key that must never reach a file: tests grep every written file for it.
 SENTINEL_KEY = "sk-sentinel-a5b4c3d2e1f0-never-on-disk"

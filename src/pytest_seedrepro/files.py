@@ -18,6 +18,12 @@ class NotWritten(Exception):
     """A file could not be written; the message names it and the reason, in one line."""
 
 
+#: Files that could not be written where no test could fail for it (syrupy
+#: writes snapshots at the end of the session): reported in the summary, and
+#: the run's exit status is a failure.
+UNWRITTEN: list[str] = []
+
+
 def _temp_prefix(target: Path) -> str:
     return f".{target.name}."
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -138,6 +139,19 @@ def _choice(
     return value
 
 
+def _check_url(value: str, source: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise pytest.UsageError(
+            f"{source}: {value!r} is not an http(s) URL; give the API's base URL, "
+            "e.g. http://127.0.0.1:8080/v1 or https://api.openai.com/v1"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise pytest.UsageError(f"{source}: {value!r}: {exc}") from None
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Read every option once, validating as it goes."""
     seed = DEFAULT_SEED
@@ -150,6 +164,8 @@ def resolve(config: pytest.Config) -> Settings:
             raise pytest.UsageError(f"{source}: {value!r} is not an integer seed") from None
     model = _raw(config, "seedrepro_model")
     base_url = _raw(config, "seedrepro_base_url")
+    if base_url is not None:
+        _check_url(*base_url)
     cassette_dir = _raw(config, "seedrepro_cassette_dir")
     report_file = _raw(config, "seedrepro_report")
     return Settings(

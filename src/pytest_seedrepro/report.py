@@ -8,7 +8,6 @@ the report, so the controller prints one summary for the whole run.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ class RunSummary:
         #: (nodeid, outcome, old, new, old_model, new_model)
         self.changes: list[tuple[str, str, Any, Any, Any, Any]] = []
         self.disagreeing: list[tuple[str, list[str]]] = []
+        #: Files that could not be written at the end of the session (one line each).
+        self.unwritten: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Fold a call-phase report in (on the controller under xdist, in-process otherwise)."""
@@ -40,26 +41,39 @@ class RunSummary:
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Print the section once, where the user sees it (never on an xdist worker)."""
-        if not self.tests or hasattr(self.config, "workerinput"):
+        if hasattr(self.config, "workerinput"):
+            return
+        for line in self.unwritten:
+            terminalreporter.write_line(f"seedrepro: {line}", red=True)
+        if not self.tests:
             return
         terminalreporter.write_sep("-", "seedrepro")
         for line in self.lines():
             terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Write ``--seedrepro-report`` (once: on the controller under xdist), atomically."""
+        """Write ``--seedrepro-report`` (once: on the controller under xdist), atomically.
+
+        Runs after syrupy's own session finish (which is ``tryfirst`` and writes
+        the snapshots), so a snapshot that could not be written fails the run here.
+        """
+        from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
         from pytest_seedrepro.session import RUN_STATE
 
         path = self.config.stash[RUN_STATE].settings.report_file
-        if path is None or hasattr(self.config, "workerinput"):
-            return
-        target = Path(path)
-        if not target.is_absolute():
-            target = self.config.invocation_params.dir / target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        if path is not None and not hasattr(self.config, "workerinput"):
+            target = Path(path)
+            if not target.is_absolute():
+                target = self.config.invocation_params.dir / target
+            try:
+                write_atomically(target, json.dumps(self.as_dict(), indent=2) + "\n", what="the report")
+            except NotWritten as exc:
+                UNWRITTEN.append(str(exc))
+        if UNWRITTEN:
+            self.unwritten = list(UNWRITTEN)
+            UNWRITTEN.clear()
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as JSON-able data (the ``--seedrepro-report`` file)."""

@@ -10,8 +10,7 @@ PyYAML, so only the fixture imports it.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import yaml
 from syrupy.data import SnapshotCollection
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
+
+from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
 
 #: Request keys that change how an answer is delivered, not what it says.
 TRANSPORT_KEYS = frozenset({"stream", "stream_options"})
@@ -43,12 +44,61 @@ class CorruptSnapshot(Exception):
 
 
 class _Dumper(yaml.SafeDumper):
-    """YAML that puts multi-line strings in blocks and never folds long lines.
+    """YAML that puts every multi-line string in a literal block and never folds long lines.
 
     Always PyYAML's own emitter, never libyaml's: the bytes written must not
     depend on whether a machine has libyaml, or snapshots would flap.
     """
 
+    def choose_scalar_style(self) -> str:
+        # PyYAML's analysis refuses a block for text with trailing spaces (Markdown
+        # line breaks) or tabs and falls back to one double-quoted line, which a
+        # pull request shows as one huge changed line. A literal block keeps both
+        # exactly; only characters YAML cannot hold in a block are quoted.
+        event = self.event
+        if isinstance(event, yaml.ScalarEvent) and event.style == "|" and _block_safe(event.value):
+            return "|"
+        return str(super().choose_scalar_style())
+
+    def determine_block_hints(self, text: str) -> str:
+        hints = str(super().determine_block_hints(text))
+        if text.startswith("\t") and not hints[:1].isdigit():
+            # A reader guesses a block's indentation from its first line, and a
+            # tab there is an error: state the indentation instead.
+            hints = f"{self.best_indent}{hints}"
+        return hints
+
+
+def _block_safe(text: str) -> bool:
+    """Whether a literal block scalar holds ``text`` exactly (printable text, tabs and newlines)."""
+    return _NOT_IN_BLOCKS.search(text) is None
+
+
+#: What a literal block cannot carry as it is: control characters (``\r``
+#: included), DEL and C1 controls, lone surrogates, the BOM, and the Unicode
+#: line and paragraph separators (a block would read them as line breaks).
+_NOT_IN_BLOCKS = re.compile("[^\n\t\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\U0010ffff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with lone surrogates spelled as ``\\udXXX`` text, the same way on both sides of a comparison.
+
+    A lone surrogate (a proxy that cut a string between the halves of an
+    emoji) cannot be written as UTF-8, so outputs are compared and stored
+    with it spelled out.
+    """
+    if isinstance(value, str):
+        return (
+            _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value) if _SURROGATE.search(value) else value
+        )
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Reading only needs the same values back, so libyaml's faster loader is fine.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -73,16 +123,50 @@ def render(nodeid: str, calls: list[dict[str, Any]]) -> str:
     )
 
 
+#: The snapshot keys of a call, and the types each may hold.
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "endpoint": (str,),
+    "system_fingerprint": (str, type(None)),
+    "backend": (str, type(None)),
+    "response_model": (str, type(None)),
+    "status": (int,),
+    "request": (dict,),
+    "output": (str, type(None)),
+}
+
+
 def parse(text: str, location: str) -> list[dict[str, Any]]:
-    """The calls stored in a snapshot's text; ``CorruptSnapshot`` names the file when it cannot."""
+    """The calls stored in a snapshot's text; ``CorruptSnapshot`` names the file and the fault."""
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise CorruptSnapshot(f"{location}: not valid YAML ({str(exc).splitlines()[0]})") from None
     calls = data.get("calls") if isinstance(data, dict) else None
-    if not isinstance(calls, list) or not all(isinstance(c, dict) and "output" in c for c in calls):
-        raise CorruptSnapshot(f"{location}: expected a mapping with a 'calls' list of calls with an 'output'")
+    if not isinstance(calls, list):
+        raise CorruptSnapshot(
+            f"{location}: expected a mapping with a 'calls' list (not a seedrepro snapshot)"
+        )
+    for index, call in enumerate(calls):
+        if not isinstance(call, dict) or "output" not in call:
+            raise CorruptSnapshot(f"{location}: call {index} is not a mapping with an 'output'")
+        for key, types in _ENTRY_TYPES.items():
+            if key in call and not isinstance(call[key], types):
+                wanted = " or ".join(
+                    "null" if t is type(None) else _TYPE_NAMES.get(t, t.__name__) for t in types
+                )
+                raise CorruptSnapshot(
+                    f"{location}: call {index}: {key!r} should be {wanted}, got {type(call[key]).__name__} "
+                    f"{_shorten(call[key])}"
+                )
     return calls
+
+
+_TYPE_NAMES = {str: "text", dict: "a mapping", int: "an integer"}
+
+
+def _shorten(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class LLMCallsExtension(SingleFileSnapshotExtension):
@@ -115,12 +199,9 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
         data = next(iter(snapshot_collection)).data
         if not isinstance(data, str):
             raise TypeError(f"expected text for {target}, got {type(data).__name__}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            write_atomically(target, data, what="the snapshot")
+        except NotWritten as exc:
+            # syrupy writes at the end of the session, where a raise is an
+            # INTERNALERROR: keep the line for the summary and the exit status.
+            UNWRITTEN.append(str(exc))

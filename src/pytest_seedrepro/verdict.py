@@ -80,7 +80,7 @@ def snapshot_entry(config: pytest.Config, call: Call) -> dict[str, Any]:
         entry["status"] = call.status  # a recorded client error (400, 404, 422): its message is the output
     entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in snapshots.TRANSPORT_KEYS}
     entry["output"] = _normalize(config, call.output or "", call)
-    return entry
+    return dict(snapshots.storable(entry))
 
 
 def _identity(entry: dict[str, Any]) -> str | None:
