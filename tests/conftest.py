@@ -21,6 +21,14 @@ import pytest_seedrepro
 
 for _module in pkgutil.iter_modules(pytest_seedrepro.__path__):
     importlib.import_module(f"pytest_seedrepro.{_module.name}")
+# httpx imports its transport's httpcore lazily: first imported inside an inner
+# run, it would vanish after it, and a later timeout or cut connection would no
+# longer be translated into the SDK's error.
+for _name in ("httpcore", "httpcore2"):
+    try:
+        importlib.import_module(_name)
+    except ImportError:
+        pass
 
 # The fixture lives beside the server it drives; importing it here makes it
 # available to every test module (tests/ is on sys.path: it has no __init__.py).
@@ -75,4 +83,9 @@ def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     """pytester, with pytest-asyncio's loop-scope deprecation warning settled for inner runs."""
     # pytester clears PYTEST_ADDOPTS when it starts, so this must come after it.
     monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+    # Under `pytest -n 2` this process is an xdist worker, and an in-process
+    # inner run would inherit that: syrupy then leaves unused snapshots to a
+    # controller that does not exist, and a deleted snapshot goes unnoticed.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     return pytester

@@ -215,6 +215,13 @@ class _Failure:
 
 
 @dataclasses.dataclass(frozen=True)
+class _RawAnswer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclasses.dataclass(frozen=True)
 class _Settings:
     """A consistent snapshot of the knobs for one request, taken under the lock.
 
@@ -379,6 +386,7 @@ class LLMServer:
         self._failures: collections.deque[_Failure] = collections.deque()
         self._hangs: collections.deque[float] = collections.deque()
         self._cuts: collections.deque[int] = collections.deque()
+        self._raw: collections.deque[_RawAnswer] = collections.deque()
         self._set_default_knobs()
 
     def _set_default_knobs(self) -> None:
@@ -497,10 +505,24 @@ class LLMServer:
         with self._lock:
             self._cuts.extend([after_chunks] * count)
 
+    def serve_next_raw(
+        self, body: bytes | str, *, status: int = 200, content_type: str = "application/json", count: int = 1
+    ) -> None:
+        """The next ``count`` completion requests get exactly these bytes, never compressed.
+
+        For answers a real server or a proxy in between can send that are not the API's: an HTML page
+        with status 200, an error object with status 200, events that are not JSON, a stream that ends
+        without ``[DONE]``, bytes that are not UTF-8.
+        """
+        raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
+        with self._lock:
+            self._raw.extend([_RawAnswer(status, raw, content_type)] * count)
+
     def reset(self) -> None:
         """Clear the request log and pending injections and restore every knob's default."""
         with self._lock:
             self.requests.clear()
+            self._raw.clear()
             self._failures.clear()
             self._hangs.clear()
             self._cuts.clear()
@@ -566,6 +588,12 @@ class LLMServer:
         with self._lock:
             hang = self._hangs.popleft() if self._hangs else None
             failure = self._failures.popleft() if self._failures else None
+            raw = self._raw.popleft() if self._raw else None
+        if raw is not None:
+            headers = {"Content-Type": raw.content_type, "Content-Length": str(len(raw.body))}
+            self._send_headers(handler, settings, raw.status, headers)
+            handler.wfile.write(raw.body)
+            return
         if hang is not None and self._stopping.wait(hang):
             raise _AbortConnection  # stop() woke us: a stopped server answers nothing
         if failure is not None:

@@ -215,7 +215,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                 return replacement
         # An API error (429, 5xx, timeout, connection) or a broken answer: the
         # test fails with the cause, and nothing of this test is written.
-        call.error = call.error or f"{type(exc).__name__}: {exc}"
+        call.error = call.error or _describe_error(exc)
         return None
 
     with ExitStack() as stack:
@@ -249,6 +249,17 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         intercept.activate(intercept.ActiveTest(state.calls, prepare_body, on_error, retries=not replaying))
         stack.callback(intercept.activate, None)
         yield SeededLLM(run, state, api_key)
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``Type: message``, with the root cause when the SDK wrapped one ("Connection error.")."""
+    text = f"{type(exc).__name__}: {exc}"
+    root, depth = exc, 0
+    while root.__cause__ is not None and depth < 10:
+        root, depth = root.__cause__, depth + 1
+    if root is not exc and str(root) not in text:
+        text += f" ({type(root).__name__}: {root})"
+    return text
 
 
 def _error_message(exc: BaseException) -> str:
