@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -21,9 +23,9 @@ def stored_calls(pytester: pytest.Pytester) -> list[dict]:
 def test_request_hook_adjusts_the_outgoing_body(suite: pytest.Pytester, llm_server: LLMServer) -> None:
     suite.makeconftest(
         """
-        def pytest_seedrepro_request(request, item):
-            request["user"] = "ci-" + item.name
-            request["temperature"] = 0.25
+        def pytest_seedrepro_request(body, item):
+            body["user"] = "ci-" + item.name
+            body["temperature"] = 0.25
         """
     )
     suite.makepyfile(test_it=TEST)
@@ -155,3 +157,93 @@ def test_fingerprint_hook_gives_a_constant_fingerprint_server_an_identity(
     result = suite.runpytest(LIVE, "-rs")
     result.assert_outcomes(skipped=1)  # the backend identity changed: the policy, not a failure
     result.stdout.fnmatch_lines(["*system_fingerprint gpt-4o-mini -> llama3.2:3b-q8*"])
+
+
+def test_request_hook_with_the_old_argument_name_still_works_and_warns(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makeconftest(
+        """
+        def pytest_seedrepro_request(request, item):
+            request["user"] = "old-style"
+        """
+    )
+    suite.makepyfile(test_it=TEST)
+    result = suite.runpytest(LIVE, "--snapshot-update", "-W", "always::DeprecationWarning")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*DeprecationWarning: pytest_seedrepro_request(request, item): the argument is now named 'body'*"])
+    (body,) = [r.body for r in llm_server.requests if r.path.endswith("/chat/completions")]
+    assert body["user"] == "old-style"
+
+
+def test_a_conftest_hook_applies_only_to_the_tests_below_it(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+    suite.mkpydir("a")
+    suite.mkpydir("b")
+    (suite.path / "a" / "conftest.py").write_text(
+        "def pytest_seedrepro_request(body, item):\n"
+        "    body['user'] = 'from-a'\n"
+        "def pytest_seedrepro_normalize(output, call):\n"
+        "    return 'NORMALISED BY A'\n"
+    )
+    (suite.path / "a" / "test_a.py").write_text(TEST)
+    (suite.path / "b" / "test_b.py").write_text(TEST)
+    suite.runpytest(LIVE, "--snapshot-update").assert_outcomes(passed=2)
+    bodies = {r.body.get("user") for r in llm_server.requests if r.path.endswith("/chat/completions")}
+    assert bodies == {"from-a", None}
+    snapshot_b = (suite.path / "b" / "__snapshots__" / "test_b" / "test_it.llm.yaml").read_text()
+    snapshot_a = (suite.path / "a" / "__snapshots__" / "test_a" / "test_it.llm.yaml").read_text()
+    assert "NORMALISED BY A" in snapshot_a and "from-a" in snapshot_a
+    assert "NORMALISED BY A" not in snapshot_b and "from-a" not in snapshot_b
+    suite.runpytest(LIVE, "b").assert_outcomes(passed=1)  # b alone agrees with what the whole run wrote
+
+
+def test_a_normalize_wrapper_wraps_the_result(suite: pytest.Pytester) -> None:
+    suite.makeconftest(
+        """
+        import pytest
+
+        def pytest_seedrepro_normalize(output, call):
+            return output[:10]
+
+        class Wrapper:
+            @pytest.hookimpl(wrapper=True)
+            def pytest_seedrepro_normalize(self, output, call):
+                result = yield
+                return "[" + (output if result is None else result) + "]"
+
+        def pytest_configure(config):
+            config.pluginmanager.register(Wrapper())
+        """
+    )
+    suite.makepyfile(test_it=TEST)
+    suite.runpytest(LIVE, "--snapshot-update").assert_outcomes(passed=1)
+    output = stored_calls(suite)[0]["output"]
+    assert "generator" not in output
+    assert output.startswith("[") and output.endswith("]") and len(output) == 12
+
+
+def test_replayed_comes_from_the_recording_not_from_the_transport(suite: pytest.Pytester) -> None:
+    suite.makepyfile(
+        test_it="""
+        import json
+        import openai
+        from pytest_seedrepro.session import http_module
+
+        ANSWER = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "mocked"}, "finish_reason": "stop"}]}
+
+        def test_a(seeded_llm):
+            http = http_module(openai.DefaultHttpxClient)
+            transport = http.MockTransport(lambda request: http.Response(200, json=ANSWER))
+            client = openai.OpenAI(http_client=http.Client(transport=transport))
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+            seeded_llm.complete("through the recording")
+            with open("replayed.json", "w") as f:
+                json.dump([c.replayed for c in seeded_llm.calls], f)
+        """
+    )
+    suite.runpytest(LIVE, "--snapshot-update").assert_outcomes(passed=1)
+    assert json.loads((suite.path / "replayed.json").read_text()) == [False, False]
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    suite.runpytest().assert_outcomes(passed=1)
+    assert json.loads((suite.path / "replayed.json").read_text()) == [True, True]

@@ -172,7 +172,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         _fail(f"seedrepro: {exc}")
     import pytest_seedrepro.intercept as intercept
 
-    hook = request.config.hook
+    hook = item.ihook  # a conftest.py's hooks apply to the tests below it only
 
     def prepare_body(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         pinnable = is_pinnable(path)
@@ -190,7 +190,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                     ),
                     stacklevel=_caller_stacklevel(),
                 )
-        hook.pytest_seedrepro_request(request=body, item=item)
+        hook.pytest_seedrepro_request(body=body, item=item, request=body)
         return body, pinnable
 
     def on_error(call: Call, exc: BaseException) -> BaseException | None:
@@ -234,7 +234,8 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                 ignore_existing=settings.mode == "rerecord",
             )
             try:
-                stack.enter_context(recording.open_cassette(state.recording, settings.mode))
+                cassette = stack.enter_context(recording.open_cassette(state.recording, settings.mode))
+                recording.watch_replays(cassette, intercept.note_replayed)
             except recording.CorruptRecording as exc:
                 message = (
                     f"seedrepro: {item.nodeid}: {exc}. Fix or delete the file, then record it again with: "

@@ -1,4 +1,10 @@
-"""Hooks users implement in a ``conftest.py`` to adapt the plugin (added in ``pytest_addhooks``)."""
+"""Hooks users implement to adapt the plugin (added in ``pytest_addhooks``).
+
+Implement them in a ``conftest.py`` (or a plugin). Every hook here is called
+through the test's ``item.ihook``, so a ``conftest.py`` affects only the tests
+in its directory and below, and pluggy's ``tryfirst``, ``trylast`` and
+``wrapper`` work as for any pytest hook.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +18,86 @@ if TYPE_CHECKING:
 hookspec = pytest.hookspec
 
 
-@hookspec
-def pytest_seedrepro_request(request: dict[str, Any], item: pytest.Item) -> None:
-    """Adjust the outgoing request body in place, after the seed and ``llm_params`` were pinned."""
+@hookspec(
+    warn_on_impl_args={
+        "request": DeprecationWarning(
+            "pytest_seedrepro_request(request, item): the argument is now named 'body' "
+            "(pytest_seedrepro_request(body, item)); 'request' will be removed in the next release"
+        )
+    }
+)
+def pytest_seedrepro_request(body: dict[str, Any], item: pytest.Item, request: dict[str, Any]) -> None:
+    """Adjust the body of an outgoing API request in place.
+
+    :param body: the JSON body about to be sent, after the seed and
+        ``llm_params`` were pinned. Change it in place; what you leave is sent,
+        recorded, matched and snapshotted.
+    :param item: the test whose code made the call.
+    :param request: the same dict as ``body``, under its old name.
+        Deprecated: name the argument ``body``.
+
+    Called once per API call (retries included once), for every endpoint,
+    while a ``seeded_llm`` test runs. Every implementation runs; return values
+    are ignored.
+    """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def pytest_seedrepro_normalize(output: str, call: Call) -> str | None:
-    """Return ``output`` normalised (dates, ids masked) before it is stored and compared, or ``None``.
+    """Return ``output`` normalised (dates, ids masked) before it is stored and compared.
 
-    Every implementation runs, each on the previous one's result.
+    :param output: the call's output text, as the implementations before this
+        one left it.
+    :param call: the :class:`~pytest_seedrepro.Call` (request, fingerprint,
+        model, ...); do not change it.
+
+    Called for every call of a ``seeded_llm`` test after its body, before the
+    snapshot is written or compared. Implementations form a chain: each one,
+    in pluggy's order (``tryfirst`` first, then the nearest ``conftest.py``,
+    ``trylast`` last), gets the previous one's result; return ``None`` to leave
+    the text as it is. A ``wrapper=True`` implementation wraps each step and
+    gets (and may replace) that step's result.
     """
 
 
 @hookspec(firstresult=True)
 def pytest_seedrepro_compare(expected: str, actual: str, call: Call) -> bool | None:
-    """Return whether two outputs are equivalent, or ``None`` to leave it to exact comparison."""
+    """Return whether two outputs are equivalent, or ``None`` for exact comparison.
+
+    :param expected: the normalised output stored in the snapshot.
+    :param actual: this run's normalised output.
+    :param call: this run's call.
+
+    Called for each call whose request matches the snapshot's, when deciding
+    the verdict. ``firstresult``: the first implementation that returns a
+    bool decides.
+    """
 
 
 @hookspec(firstresult=True)
 def pytest_seedrepro_fingerprint_changed(
     item: pytest.Item, old: str | None, new: str | None, call: Call
 ) -> str | None:
-    """Return the policy ('skip', 'warn' or 'fail') for this change, or ``None`` for the configured one."""
+    """Return the policy (``"skip"``, ``"warn"`` or ``"fail"``) for this change, or ``None``.
+
+    :param item: the test.
+    :param old: the backend identity stored in the snapshot.
+    :param new: this run's backend identity.
+    :param call: the call whose output changed with the fingerprint.
+
+    Called when a call's output changed and its fingerprint (or backend
+    identity) changed too. ``firstresult``; ``None`` leaves it to the
+    ``on_fingerprint_change`` marker, the flag or the ini key.
+    """
 
 
 @hookspec(firstresult=True)
 def pytest_seedrepro_fingerprint(call: Call) -> str | None:
-    """Return the backend identity to store and compare instead of ``system_fingerprint``, or ``None``."""
+    """Return the backend identity to store and compare instead of ``system_fingerprint``, or ``None``.
+
+    :param call: the call, with its ``system_fingerprint`` and response ``model``.
+
+    For servers whose fingerprint is constant or absent (Ollama, llama-cpp-python):
+    return, say, the response's model or a server version. Called for every
+    call when its snapshot entry is made. ``firstresult``.
+    """

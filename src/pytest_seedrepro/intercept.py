@@ -18,9 +18,9 @@ This module imports openai, so only the fixture imports it.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
-import sys
 import threading
 import uuid
 import zlib
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_seedrepro import sdk
 from pytest_seedrepro.calls import Call, is_read
+from pytest_seedrepro.session import http_module
 
 if TYPE_CHECKING:
     from openai._models import FinalRequestOptions
@@ -106,6 +107,22 @@ class ActiveTest:
         return self._by_key.get(key) if key else None
 
 
+#: The call whose request the SDK is sending in this thread or task (asyncio
+#: tasks each have their own context, so gathered calls do not mix).
+_current: contextvars.ContextVar[Call | None] = contextvars.ContextVar("seedrepro_current_call", default=None)
+
+
+def note_replayed() -> None:
+    """Mark the call being sent as answered from the recording (called by the recording layer).
+
+    That, not the look of the response, says a call was replayed: a response
+    from a mock transport or a proxy is live whatever it carries.
+    """
+    call = _current.get()
+    if call is not None:
+        call.replayed = True
+
+
 #: The running test, or None between tests. A module global on purpose: the SDK
 #: code that reaches the patches has no path back to pytest's config or stash.
 _active: ActiveTest | None = None
@@ -132,6 +149,7 @@ def install() -> None:
         if test is None:
             return sync_request(self, cast_to, options, *args, **kwargs)
         options = test.before_request(options)
+        token = _current.set(test.call_for(options))
         try:
             return sync_request(self, cast_to, options, *args, **kwargs)
         except Exception as exc:
@@ -139,6 +157,8 @@ def install() -> None:
             if replacement is None:
                 raise
             raise replacement from None
+        finally:
+            _current.reset(token)
 
     async def arequest(
         self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any
@@ -147,6 +167,7 @@ def install() -> None:
         if test is None:
             return await async_request(self, cast_to, options, *args, **kwargs)
         options = test.before_request(options)
+        token = _current.set(test.call_for(options))
         try:
             return await async_request(self, cast_to, options, *args, **kwargs)
         except Exception as exc:
@@ -154,6 +175,8 @@ def install() -> None:
             if replacement is None:
                 raise
             raise replacement from None
+        finally:
+            _current.reset(token)
 
     def process_response(self: Any, **kwargs: Any) -> Any:
         _observe(kwargs["options"], kwargs["response"], kwargs.get("stream", False), is_async=False)
@@ -185,9 +208,8 @@ def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_as
     call = test.call_for(options) if test is not None else None
     if call is None:
         return
-    # httpcore stamps "http_version" on every response that came over the wire;
-    # vcrpy's replayed responses carry at most a reason phrase.
-    call.replayed = "http_version" not in (response.extensions or {})
+    if call.replayed is None:
+        call.replayed = False  # note_replayed() marks what the recording answered
     if not stream and not call.stream:
         try:
             response.read()
@@ -196,16 +218,12 @@ def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_as
             return
         _fill_from_body(call, response.content, response.headers.get("content-type", ""))
         return
-    httpx_module = _module_of(response)
+    httpx_module = http_module(type(response))
     encoding = response.headers.get("content-encoding", "")
     sink = _StreamSink(call, encoding)
     inner = response.stream
     base = httpx_module.AsyncByteStream if is_async else httpx_module.SyncByteStream
     response.stream = _tee_class(base, is_async)(inner, sink)
-
-
-def _module_of(response: Any) -> Any:
-    return sys.modules[type(response).__module__.split(".")[0]]
 
 
 class _StreamSink:

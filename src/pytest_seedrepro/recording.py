@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -223,6 +224,18 @@ def _stable_json(text: str) -> str:
         # the halves of an emoji) cannot be UTF-8: keep it escaped, as it came.
         dumped = json.dumps(data)
     return dumped
+
+
+def watch_replays(cassette: Any, on_replay: Callable[[], None]) -> None:
+    """Call ``on_replay`` whenever vcrpy answers a request from the recording."""
+    play = cassette.play_response
+
+    def play_response(request: Any) -> Any:
+        response = play(request)
+        on_replay()
+        return response
+
+    cassette.play_response = play_response
 
 
 def open_cassette(recording: Recording, mode: str) -> Any:

@@ -59,27 +59,44 @@ def refresh_command(nodeid: str, mode: str = "rerecord") -> str:
     return f"pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'"
 
 
-def _normalize(config: pytest.Config, output: str, call: Call) -> str:
-    # Every implementation runs, each on the previous one's result (LIFO, as pluggy calls them).
-    for impl in reversed(config.hook.pytest_seedrepro_normalize.get_hookimpls()):
-        kwargs = {"output": output, "call": call}
-        result = impl.function(*(kwargs[name] for name in impl.argnames))
+def _normalize(item: pytest.Item, output: str, call: Call) -> str:
+    """Run the ``pytest_seedrepro_normalize`` chain of ``item``'s scope, each step through pluggy.
+
+    Each implementation must see the previous one's result, which a single
+    pluggy call cannot give (every implementation gets the same arguments).
+    So pluggy is called once per implementation, in its own order, with a
+    caller that holds that implementation and the wrappers: ``tryfirst``,
+    ``trylast``, ``wrapper=True`` and ``conftest.py`` scoping all apply.
+    """
+    scoped = item.ihook.pytest_seedrepro_normalize
+    impls = scoped.get_hookimpls()
+    if not impls:
+        return output
+    manager = item.config.pluginmanager
+    everywhere = {impl.plugin for impl in item.config.hook.pytest_seedrepro_normalize.get_hookimpls()}
+    out_of_scope = everywhere - {impl.plugin for impl in impls}
+    steps = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
+    # pluggy calls the last of its list first (tryfirst ones are at the end).
+    for step in reversed(steps) if steps else [None]:
+        others = {impl.plugin for impl in steps if impl is not step}
+        caller = manager.subset_hook_caller("pytest_seedrepro_normalize", [*out_of_scope, *others])
+        result = caller(output=output, call=call)
         if result is not None:
             output = str(result)
     return output
 
 
-def snapshot_entry(config: pytest.Config, call: Call) -> dict[str, Any]:
+def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
     """What the snapshot keeps of one call: no ids, no timestamps, no transport keys."""
     entry: dict[str, Any] = {"endpoint": call.endpoint, "system_fingerprint": call.system_fingerprint}
-    identity = config.hook.pytest_seedrepro_fingerprint(call=call)
+    identity = item.ihook.pytest_seedrepro_fingerprint(call=call)
     if identity is not None and identity != call.system_fingerprint:
         entry["backend"] = str(identity)
     entry["response_model"] = call.model
     if call.status is not None:
         entry["status"] = call.status  # a recorded client error (400, 404, 422): its message is the output
     entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in snapshots.TRANSPORT_KEYS}
-    entry["output"] = _normalize(config, call.output or "", call)
+    entry["output"] = _normalize(item, call.output or "", call)
     return dict(snapshots.storable(entry))
 
 
@@ -94,7 +111,7 @@ def _diff(old: str, new: str) -> str:
 
 
 def _policy(item: pytest.Item, state: TestState, change: FingerprintChange, call: Call) -> str:
-    chosen = item.config.hook.pytest_seedrepro_fingerprint_changed(
+    chosen = item.ihook.pytest_seedrepro_fingerprint_changed(
         item=item, old=change.old, new=change.new, call=call
     )
     if chosen is not None:
@@ -148,7 +165,7 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
         pytest.fail(message, pytrace=False)
     if not state.calls and stored_text is None:
         return  # nothing to keep: no file is written for a test that made no call
-    current = [snapshot_entry(item.config, call) for call in in_files_order(state.calls)]
+    current = [snapshot_entry(item, call) for call in in_files_order(state.calls)]
     rendered = snapshots.render(item.nodeid, current)
     if assertion.update_snapshots:
         state.snapshot_value = rendered  # syrupy writes it when it differs
@@ -223,7 +240,7 @@ def _judge(
             failures.append(f"{where}: request parameters changed since the snapshot: {shown}")
             continue
         old_output, new_output = str(old.get("output") or ""), new["output"]
-        verdict = item.config.hook.pytest_seedrepro_compare(expected=old_output, actual=new_output, call=call)
+        verdict = item.ihook.pytest_seedrepro_compare(expected=old_output, actual=new_output, call=call)
         same_output = (old_output == new_output) if verdict is None else bool(verdict)
         old_fp, new_fp = _identity(old), _identity(new)
         fingerprint_changed = old_fp is not None and new_fp is not None and old_fp != new_fp
