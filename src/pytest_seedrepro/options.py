@@ -49,6 +49,21 @@ class Settings:
         return self.mode != "replay"
 
 
+def refresh_command(nodeid: str, mode: str = "rerecord") -> str:
+    """The command that accepts a new backend's output for one test (``NODEID`` for any test).
+
+    ``live`` suites keep no recordings, so they refresh the snapshot alone;
+    every other mode re-records too, so recording and snapshot agree.
+    """
+    mode = "live" if mode == "live" else "rerecord"
+    return f"pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'"
+
+
+def record_command(nodeid: str) -> str:
+    """The command that records what a test is missing."""
+    return f"pytest --seedrepro-mode=record '{nodeid}'"
+
+
 def add_options(parser: pytest.Parser) -> None:
     """Register every flag with its ini twin."""
     group = parser.getgroup("seedrepro", "reproducible LLM tests (pytest-seedrepro)")

@@ -24,6 +24,7 @@ from vcr.serialize import deserialize, serialize
 
 from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error
 from pytest_seedrepro.files import UnreadableFile, read_text, write_atomically
+from pytest_seedrepro.options import record_command
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
 RECORD_MODES = {"replay": "none", "record": "new_episodes", "rerecord": "all"}
@@ -275,7 +276,7 @@ def describe_missing(
     It compares the request with the closest recorded one, so that a changed
     base URL is not mistaken for a request that needs recording (and money).
     """
-    record = f"pytest --seedrepro-mode=record '{nodeid}'"
+    record = record_command(nodeid)
     head = f"POST {call.endpoint} (seed={call.seed}, model={call.request.get('model')})"
     if not path.exists():
         return f"{head} has no recording: no file {path}. Record it with: {record}"

@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 
+from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
+from pytest_seedrepro.options import refresh_command
+from pytest_seedrepro.session import RUN_STATE
+
 
 class RunSummary:
     """Totals over every ``seeded_llm`` test of the run; a plugin object registered at configure."""
@@ -57,9 +61,6 @@ class RunSummary:
         Runs after syrupy's own session finish (which is ``tryfirst`` and writes
         the snapshots), so a snapshot that could not be written fails the run here.
         """
-        from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
-        from pytest_seedrepro.session import RUN_STATE
-
         path = self.config.stash[RUN_STATE].settings.report_file
         if path is not None and not hasattr(self.config, "workerinput"):
             target = Path(path)
@@ -135,7 +136,8 @@ class RunSummary:
                     else ""
                 )
                 out.append(f"  {outcome}: {nodeid}: {old} -> {new}{model}")
-            out.append("refresh a test with: pytest --seedrepro-mode=rerecord --snapshot-update 'NODEID'")
+            mode = self.config.stash[RUN_STATE].settings.mode
+            out.append(f"refresh a test with: {refresh_command('NODEID', mode)}")
         for nodeid, chunks in self.disagreeing:
             out.append(f"stream chunks disagreed on the fingerprint in {nodeid}: {' / '.join(chunks)}")
         return out

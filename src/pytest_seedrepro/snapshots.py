@@ -21,6 +21,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
 from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
+from pytest_seedrepro.options import refresh_command
 
 #: Request keys that change how an answer is delivered, not what it says.
 TRANSPORT_KEYS = frozenset({"stream", "stream_options"})
@@ -117,10 +118,7 @@ def render(nodeid: str, calls: list[dict[str, Any]]) -> str:
     body = yaml.dump(
         {"calls": calls}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000, indent=2
     )
-    return (
-        f"# pytest-seedrepro snapshot of {nodeid}\n"
-        f"# Refresh: pytest --seedrepro-mode=rerecord --snapshot-update '{nodeid}'\n{body}"
-    )
+    return f"# pytest-seedrepro snapshot of {nodeid}\n# Refresh: {refresh_command(nodeid)}\n{body}"
 
 
 #: The snapshot keys of a call, and the types each may hold.

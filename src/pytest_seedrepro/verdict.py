@@ -1,6 +1,7 @@
 """Each ``seeded_llm`` test's verdict, decided after its body ran to its end.
 
-The table (DESIGN.md, "The verdict for each test"), per call:
+The table (README, "The verdict"), per call; a test of several calls is
+judged by its first divergence from the snapshot (``judgement.py``):
 
 ====================================  ============  =========================
 fingerprint vs snapshot               output equal  output differs
@@ -18,45 +19,20 @@ under ``-W error``), never an INTERNALERROR.
 
 from __future__ import annotations
 
-import difflib
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import pytest_seedrepro.snapshots as snapshots
-from pytest_seedrepro.calls import Call, canonical, from_threads, in_files_order
+from pytest_seedrepro import judgement
+from pytest_seedrepro.calls import Call, from_threads, in_files_order
 from pytest_seedrepro.files import UnreadableFile, read_text
-from pytest_seedrepro.options import POLICIES
+from pytest_seedrepro.judgement import FingerprintChange
+from pytest_seedrepro.options import POLICIES, refresh_command
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 from pytest_seedrepro.warnings import SeedReproFingerprintWarning
-
-
-@dataclass
-class FingerprintChange:
-    """One call whose backend identity differs from the snapshot's."""
-
-    index: int
-    seed: Any
-    old: str | None
-    new: str | None
-    #: "same output" when only the fingerprint changed, else the policy applied.
-    outcome: str
-    old_model: str | None = None
-    new_model: str | None = None
-    diff: str = ""
-
-
-def refresh_command(nodeid: str, mode: str = "rerecord") -> str:
-    """The command that accepts a new backend's output for one test.
-
-    ``live`` suites keep no recordings, so they refresh the snapshot alone;
-    every other mode re-records too, so recording and snapshot agree.
-    """
-    mode = "live" if mode == "live" else "rerecord"
-    return f"pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'"
 
 
 def _normalize(item: pytest.Item, output: str, call: Call) -> str:
@@ -98,16 +74,6 @@ def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
     entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in snapshots.TRANSPORT_KEYS}
     entry["output"] = _normalize(item, call.output or "", call)
     return dict(snapshots.storable(entry))
-
-
-def _identity(entry: dict[str, Any]) -> str | None:
-    value = entry.get("backend", entry.get("system_fingerprint"))
-    return None if value is None else str(value)
-
-
-def _diff(old: str, new: str) -> str:
-    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), "snapshot", "this run", lineterm="", n=2)
-    return "\n".join("    " + line for line in lines)
 
 
 def _policy(item: pytest.Item, state: TestState, change: FingerprintChange, call: Call) -> str:
@@ -189,31 +155,6 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
     _judge(item, state, stored, current, rendered)
 
 
-def _pairs(
-    stored: list[dict[str, Any]], current: list[dict[str, Any]], threaded: bool
-) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
-    """Pair this run's calls with the snapshot's: by position, or by request for calls from threads."""
-    if not threaded:
-        return [
-            (stored[i] if i < len(stored) else None, current[i] if i < len(current) else None)
-            for i in range(max(len(stored), len(current)))
-        ]
-    unmatched = list(stored)
-    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
-    for new in current:
-        key = (new.get("endpoint"), canonical(new.get("request")))
-        same = [old for old in unmatched if (old.get("endpoint"), canonical(old.get("request"))) == key]
-        exact = [old for old in same if old.get("output") == new.get("output")]
-        best: dict[str, Any] | None = (exact or same)[0] if (exact or same) else None
-        if best is None and unmatched:
-            best = unmatched[0]
-        if best is not None:
-            unmatched.remove(best)
-        pairs.append((best, new))
-    pairs.extend((old, None) for old in unmatched)
-    return pairs
-
-
 def _judge(
     item: pytest.Item,
     state: TestState,
@@ -222,88 +163,52 @@ def _judge(
     rendered: str,
 ) -> None:
     nodeid = item.nodeid
-    failures: list[str] = []
-    if len(stored) != len(current):
-        failures.append(f"the test made {len(current)} call(s), the snapshot has {len(stored)}")
-    call_of = {id(entry): call for entry, call in zip(current, in_files_order(state.calls), strict=True)}
-    for old, new in _pairs(stored, current, from_threads(state.calls)):
-        if old is None or new is None:
-            continue
+    ordered = in_files_order(state.calls)
+
+    call_of = {id(entry): call for entry, call in zip(current, ordered, strict=True)}
+
+    def same_output(old: dict[str, Any], new: dict[str, Any]) -> bool:
         call = call_of[id(new)]
-        where = f"call {call.index} (seed {call.seed}, model {call.request.get('model')})"
-        old_request, new_request = old.get("request") or {}, new["request"]
-        changed = sorted(
-            k for k in old_request.keys() | new_request.keys() if old_request.get(k) != new_request.get(k)
-        )
-        if changed:
-            shown = "; ".join(f"{k}: {old_request.get(k)!r} -> {new_request.get(k)!r}" for k in changed)
-            failures.append(f"{where}: request parameters changed since the snapshot: {shown}")
-            continue
-        old_output, new_output = str(old.get("output") or ""), new["output"]
-        verdict = item.ihook.pytest_seedrepro_compare(expected=old_output, actual=new_output, call=call)
-        same_output = (old_output == new_output) if verdict is None else bool(verdict)
-        old_fp, new_fp = _identity(old), _identity(new)
-        fingerprint_changed = old_fp is not None and new_fp is not None and old_fp != new_fp
-        old_model = old.get("response_model")
-        change = FingerprintChange(
-            call.index,
-            call.seed,
-            old_fp,
-            new_fp,
-            "same output",
-            None if old_model is None else str(old_model),
-            new.get("response_model"),
-        )
-        if same_output:
-            if fingerprint_changed:
-                state.fingerprint_changes.append(change)
-            continue
-        change.diff = _diff(old_output, new_output)
-        if not fingerprint_changed:
-            model_note = _model_note(change)
-            failures.append(
-                f"{where}: the output changed but the fingerprint did not "
-                f"(snapshot: {old_fp}, this run: {new_fp}){model_note}:\n{change.diff}"
-            )
-            continue
-        change.outcome = _policy(item, state, change, call)
-        state.fingerprint_changes.append(change)
-    if failures:
+        expected, actual = str(old.get("output") or ""), str(new.get("output") or "")
+        verdict = item.ihook.pytest_seedrepro_compare(expected=expected, actual=actual, call=call)
+        return (expected == actual) if verdict is None else bool(verdict)
+
+    found = judgement.judge(
+        stored,
+        current,
+        threaded=from_threads(state.calls),
+        same_output=same_output,
+        index_of=lambda position: ordered[position].index,
+    )
+    state.fingerprint_changes.extend(found.noted)
+    divergence = found.divergence
+    if divergence is None:
+        return
+    if divergence.kind != "backend":
         state.snapshot_value = rendered  # syrupy counts it as a failed snapshot; nothing is written
         pytest.fail(
-            f"seedrepro: {nodeid}: "
-            + "\n".join(failures)
-            + f"\nIf the new output is right: pytest --snapshot-update '{nodeid}'",
+            f"seedrepro: {nodeid}: {divergence.message}\n"
+            f"If the new output is right: pytest --snapshot-update '{nodeid}'",
             pytrace=False,
         )
-    by_policy = {c.outcome for c in state.fingerprint_changes}
-    for policy in ("fail", "skip", "warn"):
-        if policy in by_policy:
-            mode = item.config.stash[RUN_STATE].settings.mode
-            changed = [c for c in state.fingerprint_changes if c.outcome == policy]
-            message = _change_message(nodeid, changed, mode)
-            if policy == "fail":
-                pytest.fail(message, pytrace=False)
-            if policy == "skip":
-                state.keep_files = True
-                pytest.skip(message)
-            warnings.warn(SeedReproFingerprintWarning(message), stacklevel=1)
-            return
+    change = divergence.change
+    assert change is not None and divergence.position is not None
+    change.outcome = _policy(item, state, change, ordered[divergence.position])
+    state.fingerprint_changes.append(change)
+    message = _change_message(nodeid, change, found.consequences, item.config.stash[RUN_STATE].settings.mode)
+    if change.outcome == "fail":
+        pytest.fail(message, pytrace=False)
+    if change.outcome == "skip":
+        state.keep_files = True
+        pytest.skip(message)
+    warnings.warn(SeedReproFingerprintWarning(message), stacklevel=1)
 
 
-def _model_note(change: FingerprintChange) -> str:
-    if change.old_model is not None and change.new_model is not None and change.old_model != change.new_model:
-        return f"; the response's model changed too: {change.old_model} -> {change.new_model}"
-    return ""
-
-
-def _change_message(nodeid: str, changes: list[FingerprintChange], mode: str) -> str:
-    parts = [
-        f"call {c.index} (seed {c.seed}): system_fingerprint {c.old} -> {c.new}{_model_note(c)}"
-        for c in changes
-    ]
+def _change_message(nodeid: str, change: FingerprintChange, consequences: list[str], mode: str) -> str:
+    after = f"; after it, its consequences: {'; '.join(consequences)}" if consequences else ""
     return (
-        f"seedrepro: {nodeid}: the backend changed and the output with it ({'; '.join(parts)}). "
+        f"seedrepro: {nodeid}: the backend changed and the output with it "
+        f"(call {change.index} (seed {change.seed}): {judgement.fingerprint_note(change)}{after}). "
         f"Refresh with: {refresh_command(nodeid, mode)}"
     )
 
