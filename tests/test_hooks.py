@@ -171,12 +171,16 @@ def test_request_hook_with_the_old_argument_name_still_works_and_warns(
     suite.makepyfile(test_it=TEST)
     result = suite.runpytest(LIVE, "--snapshot-update", "-W", "always::DeprecationWarning")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*DeprecationWarning: pytest_seedrepro_request(request, item): the argument is now named 'body'*"])
+    result.stdout.fnmatch_lines(
+        ["*DeprecationWarning: pytest_seedrepro_request(request, item): the argument is now named 'body'*"]
+    )
     (body,) = [r.body for r in llm_server.requests if r.path.endswith("/chat/completions")]
     assert body["user"] == "old-style"
 
 
-def test_a_conftest_hook_applies_only_to_the_tests_below_it(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+def test_a_conftest_hook_applies_only_to_the_tests_below_it(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.mkpydir("a")
     suite.mkpydir("b")
     (suite.path / "a" / "conftest.py").write_text(

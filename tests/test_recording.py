@@ -209,12 +209,11 @@ def test_recordings_are_readable_and_keep_no_secret_or_volatile_header(
     assert any("gzip" in r.headers.get("accept-encoding", "") for r in llm_server.requests)
 
 
-@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
 def test_sentinel_key_never_reaches_a_file(
-    suite: pytest.Pytester, llm_server: LLMServer, xdist: bool, sentinel_key: str
+    suite: pytest.Pytester, llm_server: LLMServer, sentinel_key: str
 ) -> None:
     suite.makepyfile(app=APP, test_suite=SUITE)
-    extra = ["-n", "2"] if xdist else []
+    extra: list[str] = []
     suite.runpytest("--seedrepro-mode=record", "--snapshot-update", *extra).assert_outcomes(passed=5)
     suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update", *extra).assert_outcomes(passed=5)
     suite.runpytest("--seedrepro-mode=live", "--snapshot-update", *extra).assert_outcomes(passed=5)

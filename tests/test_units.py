@@ -146,3 +146,229 @@ def test_multi_line_output_is_one_line_per_line() -> None:
 def test_parse_rejects_what_is_not_a_snapshot(text: str) -> None:
     with pytest.raises(snapshots.CorruptSnapshot, match=r"^where\.llm\.yaml: "):
         snapshots.parse(text, "where.llm.yaml")
+
+
+@pytest.mark.parametrize("output", [o for o in AWKWARD_OUTPUTS if "\n" in o and "\r" not in o])
+def test_every_multi_line_output_is_a_literal_block(output: str) -> None:
+    text = snapshots.render("t.py::t", [{"output": output}])
+    assert text.split("output:", 1)[1].lstrip(" ").startswith("|"), text
+
+
+def test_snapshot_round_trip_and_blocks_on_random_text() -> None:
+    """Seeded random text over the characters YAML is fussy about: exact round trips, blocks when possible."""
+    import random
+
+    rnd = random.Random(20261125)
+    alphabet = " \t\n-:#|>'\"xé中\u00a0\ud83d"
+    for _ in range(2000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+        stored = snapshots.storable(text)
+        rendered = snapshots.render("t.py::t", [{"output": stored}])
+        assert snapshots.parse(rendered, "x")[0]["output"] == stored, repr(text)
+        rendered.encode("utf-8")  # always writable
+        if "\n" in text:
+            assert rendered.split("output:", 1)[1].lstrip(" ").startswith("|"), repr(text)
+
+
+def test_a_lone_surrogate_is_spelled_out_the_same_way_on_both_sides() -> None:
+    assert snapshots.storable({"output": "cut \ud83d", "request": {"m": ["\udc00"]}}) == {
+        "output": "cut \\ud83d",
+        "request": {"m": ["\\udc00"]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        ("calls:\n- {request: 'a string', output: x}\n", "call 0: 'request' should be a mapping, got str"),
+        ("calls:\n- {output: [1, 2]}\n", "call 0: 'output' should be text or null, got list"),
+        ("calls:\n- {output: x, status: '404'}\n", "call 0: 'status' should be an integer, got str"),
+        ("calls:\n- 3\n", "call 0 is not a mapping with an 'output'"),
+    ],
+)
+def test_parse_names_a_wrong_typed_field(text: str, fault: str) -> None:
+    with pytest.raises(snapshots.CorruptSnapshot) as raised:
+        snapshots.parse(text, "s.llm.yaml")
+    assert str(raised.value).startswith(f"s.llm.yaml: {fault}")
+
+
+@pytest.mark.parametrize(
+    ("name", "dropped"),
+    [
+        ("api-key", True),
+        ("subscription-key", True),
+        ("Ocp-Apim-Subscription-Key", True),
+        ("apikey", True),
+        ("access_key", True),
+        ("access_token", True),
+        ("X-Amz-Signature", True),
+        ("sig", True),
+        ("sessionToken", True),
+        ("password", True),
+        ("api-version", False),
+        ("limit", False),
+        ("model", False),
+    ],
+)
+def test_credential_like_query_parameters(name: str, dropped: bool) -> None:
+    from pytest_seedrepro.recording import is_credential_name
+
+    assert is_credential_name(name) is dropped
+
+
+@pytest.mark.parametrize(
+    ("status", "recorded"),
+    [
+        (400, True),
+        (404, True),
+        (422, True),
+        (401, False),
+        (403, False),
+        (407, False),
+        (408, False),
+        (409, False),
+        (429, False),
+        (500, False),
+        (503, False),
+    ],
+)
+def test_which_error_statuses_are_recorded(status: int, recorded: bool) -> None:
+    from pytest_seedrepro.calls import is_recorded_error
+
+    response = {"status": {"code": status}, "headers": {}, "body": {"string": b'{"error": {"message": "m"}}'}}
+    assert (_scrub_response(response) is not None) is recorded
+    assert is_recorded_error(status) is recorded
+
+
+def test_a_stream_that_does_not_end_is_no_answer() -> None:
+    from pytest_seedrepro.calls import Call
+    from pytest_seedrepro.intercept import _fill_from_sse
+
+    chunk = {"choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": None}]}
+    cut = Call(0, "/chat/completions", {}, True, True)
+    _fill_from_sse(cut, f"data: {json.dumps(chunk)}\n\n".encode(), ended=True)
+    assert cut.output is None and cut.error is not None and "without its end" in cut.error
+    whole = Call(0, "/chat/completions", {}, True, True)
+    _fill_from_sse(whole, f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), ended=True)
+    assert (whole.output, whole.error) == ("half", None)
+    closed_early = Call(0, "/chat/completions", {}, True, True)  # the consumer stopped reading: not an error
+    _fill_from_sse(closed_early, f"data: {json.dumps(chunk)}\n\n".encode(), ended=False)
+    assert (closed_early.output, closed_early.error) == ("half", None)
+
+
+# The verdict's rule on plain data --------------------------------------------------------------
+
+
+def entry(
+    output: str, *, fp: str | None = "fp_1", seed: int = 1, messages: str = "hi", model: str = "m"
+) -> dict:
+    return {
+        "endpoint": "/chat/completions",
+        "system_fingerprint": fp,
+        "response_model": model,
+        "request": {"seed": seed, "messages": messages},
+        "output": output,
+    }
+
+
+def test_first_divergence_none_when_everything_agrees() -> None:
+    from pytest_seedrepro.judgement import judge
+
+    found = judge([entry("a"), entry("b")], [entry("a"), entry("b")])
+    assert found.divergence is None and not found.noted and not found.fails
+
+
+def test_first_divergence_a_new_fingerprint_with_the_same_output_is_only_noted() -> None:
+    from pytest_seedrepro.judgement import judge
+
+    found = judge([entry("a"), entry("b")], [entry("a", fp="fp_2"), entry("b", fp="fp_2")])
+    assert found.divergence is None
+    assert [(c.index, c.old, c.new, c.outcome) for c in found.noted] == [
+        (0, "fp_1", "fp_2", "same output"),
+        (1, "fp_1", "fp_2", "same output"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("current", "kind", "at"),
+    [
+        # call 0 diverges, each way
+        ([entry("a", seed=2), entry("b")], "request", 0),
+        ([entry("A"), entry("b")], "output", 0),
+        ([entry("A", fp=None), entry("b")], "output", 0),  # no fingerprint: cannot blame the backend
+        ([entry("A", fp="fp_2"), entry("b")], "backend", 0),
+        # call 1 diverges after an equal call 0
+        ([entry("a"), entry("b", messages="other")], "request", 1),
+        ([entry("a"), entry("B")], "output", 1),
+        ([entry("a"), entry("B", fp="fp_2")], "backend", 1),
+        # a different number of calls after equal ones
+        ([entry("a")], "count", None),
+        ([entry("a"), entry("b"), entry("c")], "count", None),
+    ],
+)
+def test_first_divergence_decides(current: list[dict], kind: str, at: int | None) -> None:
+    from pytest_seedrepro.judgement import judge
+
+    found = judge([entry("a"), entry("b")], current)
+    assert found.divergence is not None
+    assert (found.divergence.kind, found.divergence.position) == (kind, at)
+    assert found.fails is (kind != "backend")
+
+
+def test_after_a_backend_change_the_rest_is_its_consequence_not_judged() -> None:
+    """A tool loop: call 0's tool arguments changed with the backend, so call 1's history did too."""
+    from pytest_seedrepro.judgement import judge
+
+    stored = [entry("call tool(x=1)"), entry("the answer is 1", messages="tool said 1")]
+    current = [
+        entry("call tool(x=2)", fp="fp_2"),
+        entry("the answer is 2", fp="fp_2", messages="tool said 2"),
+        entry("and one more round", fp="fp_2", messages="again"),
+    ]
+    found = judge(stored, current)
+    assert found.divergence is not None and found.divergence.kind == "backend"
+    assert found.divergence.change is not None and (
+        found.divergence.change.old,
+        found.divergence.change.new,
+    ) == ("fp_1", "fp_2")
+    assert found.consequences == ["call 1: request changed (messages)", "1 call(s) more than the snapshot"]
+    assert not found.fails
+
+
+def test_a_regression_before_a_backend_change_still_fails() -> None:
+    from pytest_seedrepro.judgement import judge
+
+    found = judge([entry("a"), entry("b")], [entry("A"), entry("B", fp="fp_2")])
+    assert found.divergence is not None and found.divergence.kind == "output" and found.fails
+
+
+def test_the_compare_hook_decides_output_equality() -> None:
+    from pytest_seedrepro.judgement import judge
+
+    found = judge(
+        [entry("a")],
+        [entry("A")],
+        same_output=lambda old, new: old["output"].lower() == new["output"].lower(),
+    )
+    assert found.divergence is None
+
+
+def test_calls_from_threads_pair_by_request_whatever_their_order() -> None:
+    from pytest_seedrepro.judgement import judge
+
+    stored = [entry(f"answer {i}", messages=f"q{i}") for i in range(4)]
+    current = [entry(f"answer {i}", messages=f"q{i}") for i in (2, 0, 3, 1)]
+    assert judge(stored, current, threaded=True).divergence is None
+    found = judge(stored, current, threaded=False)
+    assert found.divergence is not None and found.divergence.kind == "request"
+
+
+def test_summary_data_survives_the_trip_from_an_xdist_worker(pytester: pytest.Pytester) -> None:
+    """The summary rides on the report; pytest's own serialisation (what xdist uses) must keep it."""
+    config = pytester.parseconfig()
+    report = pytest.TestReport("t.py::t", ("t.py", 1, "t"), {}, "passed", None, "call", [])
+    report.seedrepro = {"replayed": 2, "changes": [{"old": "a", "new": "b", "outcome": "skip"}]}  # type: ignore[attr-defined]
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    json.dumps(data)  # what crosses the wire is JSON
+    back = config.hook.pytest_report_from_serializable(config=config, data=data)
+    assert back.seedrepro == report.seedrepro  # type: ignore[attr-defined]

@@ -38,13 +38,13 @@ def stored(pytester: pytest.Pytester) -> list[dict]:
     return yaml.safe_load((pytester.path / SNAPSHOT).read_text())["calls"]
 
 
-@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+# The table's logic is unit-tested on plain data (tests/test_units.py); under
+# xdist, what is about xdist (the summary's transport, identical files, the
+# report file) has its own tests below and in test_recording.py.
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_every_cell_of_the_verdict_table(
-    suite: pytest.Pytester, llm_server: LLMServer, kind: str, xdist: bool
-) -> None:
+def test_every_cell_of_the_verdict_table(suite: pytest.Pytester, llm_server: LLMServer, kind: str) -> None:
     suite.makepyfile(test_it=KINDS[kind])
-    extra = ("-n", "2") if xdist else ()
+    extra: tuple[str, ...] = ()
 
     def run(*args: str) -> pytest.RunResult:
         return suite.runpytest(LIVE, "-rsw", *extra, *args)
