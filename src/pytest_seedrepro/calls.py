@@ -110,3 +110,14 @@ def in_files_order(calls: list[Call]) -> list[Call]:
     if not from_threads(calls):
         return list(calls)
     return sorted(calls, key=lambda c: (c.endpoint, canonical(c.request), c.output or "", c.error or ""))
+
+
+def sse_payload(line: str) -> str | None:
+    """The payload of a server-sent-events ``data:`` line (``None`` for any other line).
+
+    The one reading of SSE in the plugin: the stream observer parses what it
+    returns, and recordings rewrite it (stable ids) line by line.
+    """
+    if not line.startswith("data:"):
+        return None
+    return line[5:].strip()

@@ -246,6 +246,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
             if message:
                 _fail(message)  # outside the except block: one line, no exception chain
         intercept.install()
+        run.sdk_patched = True
         replaying = settings.mode == "replay"
         intercept.activate(intercept.ActiveTest(state.calls, prepare_body, on_error, retries=not replaying))
         stack.callback(intercept.activate, None)

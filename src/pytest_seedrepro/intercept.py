@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pytest_seedrepro import sdk
-from pytest_seedrepro.calls import Call, is_read
+from pytest_seedrepro.calls import Call, is_read, sse_payload
 from pytest_seedrepro.session import http_module
 
 if TYPE_CHECKING:
@@ -381,10 +381,9 @@ def _text_of(data: dict[str, Any]) -> str:
 def sse_events(raw: bytes) -> Iterator[str]:
     """The ``data:`` payloads of a server-sent-events body, in order (blank ones skipped)."""
     for line in raw.decode("utf-8", errors="replace").splitlines():
-        if line.startswith("data:"):
-            payload = line[5:].strip()
-            if payload:
-                yield payload
+        payload = sse_payload(line)
+        if payload:
+            yield payload
 
 
 #: Responses API stream events that end a complete answer, and those that end a failed one.

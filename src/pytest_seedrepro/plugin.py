@@ -8,7 +8,6 @@ set by the fixture).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
@@ -40,9 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    # Only undo the SDK patches if a test installed them (and so imported openai).
-    intercept = sys.modules.get("pytest_seedrepro.intercept")
-    if intercept is not None:
+    run = config.stash.get(RUN_STATE, None)
+    if run is not None and run.sdk_patched:  # else openai was never imported: nothing to undo
+        from pytest_seedrepro import intercept
+
         intercept.uninstall()
 
 

@@ -22,7 +22,7 @@ from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
 
-from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error
+from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error, sse_payload
 from pytest_seedrepro.files import UnreadableFile, read_text, write_atomically
 from pytest_seedrepro.options import record_command
 
@@ -200,8 +200,9 @@ def _stable_body(body: bytes) -> bytes:
         return body
     lines = []
     for line in text.split("\n"):
-        if line.startswith("data: {"):
-            line = "data: " + _stable_json(line[6:])
+        payload = sse_payload(line)
+        if payload and payload.startswith("{"):
+            line = "data: " + _stable_json(payload)
         lines.append(line)
     return "\n".join(lines).encode("utf-8")
 

@@ -29,6 +29,9 @@ class RunState:
     #: costs ~20 ms, too much to pay in every test. Clients themselves are per
     #: test, because a test may close the one it was given.
     _ssl_context: Any = None
+    #: Set when a test patched the openai SDK (and so imported it): the patches
+    #: are undone when the run ends.
+    sdk_patched: bool = False
 
     def ssl_context(self, client_class: type) -> Any:
         """The shared TLS context for ``client_class``'s httpx flavour (httpx or httpx2)."""
