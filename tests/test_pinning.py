@@ -274,7 +274,7 @@ def test_calls_hold_parameters_output_fingerprint_usage_in_issue_order(
 
     calls = json.loads((suite.path / "calls.json").read_text())
     assert [c["endpoint"] for c in calls] == ["/chat/completions", "/responses", "/chat/completions"]
-    assert [c["pinned"] for c in calls] == [True, False, True]
+    assert [c["pinned"] for c in calls] == [True, True, True]
     assert [c["stream"] for c in calls] == [False, False, True]
     assert calls[0]["output"] == llm_server.expected_text(
         seed=1234, model="m", temperature=0.2, messages=[{"role": "user", "content": "one"}], max_tokens=6
@@ -282,7 +282,12 @@ def test_calls_hold_parameters_output_fingerprint_usage_in_issue_order(
     assert calls[2]["output"] == llm_server.expected_text(
         seed=1234, model="m", temperature=0.2, messages=[{"role": "user", "content": "three"}], max_tokens=6
     )
-    assert "seed" not in calls[1]["request"]  # the Responses API takes no seed: left unpinned
+    # The Responses API takes no seed: its llm_params are pinned (max_tokens as max_output_tokens), no seed.
+    assert "seed" not in calls[1]["request"]
+    assert (calls[1]["request"]["temperature"], calls[1]["request"]["max_output_tokens"]) == (0.2, 6)
+    assert calls[1]["output"] == llm_server.expected_text(
+        seed=None, model="m", temperature=0.2, prompt="two", max_tokens=6
+    )
     assert [c["fingerprint"] for c in calls] == ["fp_calls", None, "fp_calls"]
     assert calls[0]["usage"]["completion_tokens"] == 6
     assert calls[2]["usage"]["completion_tokens"] == 6

@@ -241,8 +241,8 @@ def test_which_error_statuses_are_recorded(status: int, recorded: bool) -> None:
 
 
 def test_a_stream_that_does_not_end_is_no_answer() -> None:
+    from pytest_seedrepro.answers import fill_from_sse as _fill_from_sse
     from pytest_seedrepro.calls import Call
-    from pytest_seedrepro.intercept import _fill_from_sse
 
     chunk = {"choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": None}]}
     cut = Call(0, "/chat/completions", {}, True, True)

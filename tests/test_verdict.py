@@ -364,7 +364,7 @@ def test_report_file_holds_the_summary(suite: pytest.Pytester, llm_server: LLMSe
     ).assert_outcomes(skipped=1)
     report = json.loads((suite.path / "out" / "report.json").read_text())
     assert report["tests"] == 1
-    assert report["calls"] == {"replayed": 0, "live": 2, "unpinned": 0}
+    assert report["calls"] == {"replayed": 0, "live": 2, "unpinned": 0, "responses_api_without_seed": 0}
     assert report["fingerprints"] == {"fp_new": 1}
     assert report["fingerprint_changes"] == [
         {

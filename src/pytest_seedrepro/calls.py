@@ -33,6 +33,11 @@ def is_pinnable(path: str) -> bool:
     return path.rstrip("/").endswith(PINNED_PATH_SUFFIXES)
 
 
+def is_responses(path: str) -> bool:
+    """Whether ``path`` is the Responses API (which takes no seed)."""
+    return path.rstrip("/").endswith("/responses")
+
+
 def is_read(path: str) -> bool:
     """Whether the plugin reads the answers of ``path`` (chat, legacy completions, Responses API)."""
     return path.rstrip("/").endswith(READ_PATH_SUFFIXES)
@@ -64,6 +69,8 @@ class Call:
     status: int | None = None
     #: The thread that made the call: calls from several threads have no reproducible issue order.
     thread: int = 0
+    #: The ids the answer gave its tool calls; random per answer, so snapshots number them instead.
+    tool_call_ids: tuple[str, ...] = ()
 
     @property
     def seed(self) -> Any:

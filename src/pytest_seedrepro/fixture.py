@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_seedrepro import markers
-from pytest_seedrepro.calls import Call, is_pinnable, is_recorded_error
-from pytest_seedrepro.pinning import pin_body
+from pytest_seedrepro.calls import Call, is_pinnable, is_recorded_error, is_responses
+from pytest_seedrepro.pinning import pin_body, pin_responses_body
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, RunState, TestState, http_module
 from pytest_seedrepro.warnings import SeedReproWarning
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 PLACEHOLDER_API_KEY = "sk-seedrepro-placeholder-not-a-real-key"
 
 Prompt = str | Sequence[dict[str, Any]]
+
+#: The environment variables set to ``--seedrepro-base-url`` while a test runs.
+BASE_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 
 
 class SeededLLM:
@@ -175,21 +178,24 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     hook = item.ihook  # a conftest.py's hooks apply to the tests below it only
 
     def prepare_body(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        pinnable = is_pinnable(path)
-        if pinnable:
+        overridden: list[str] = []
+        pinnable = is_pinnable(path) or is_responses(path)
+        if is_responses(path):
+            body, overridden = pin_responses_body(body, params=state.pins.params)
+        elif pinnable:
             body, overridden = pin_body(
                 body,
                 marker_seed=state.pins.seed,
                 default_seed=settings.default_seed,
                 params=state.pins.params,
             )
-            for key in overridden:
-                warnings.warn(
-                    SeedReproWarning(
-                        f"{item.nodeid}: a marker pinned {key!r}, overriding the value the call passed"
-                    ),
-                    stacklevel=_caller_stacklevel(),
-                )
+        for key in overridden:
+            warnings.warn(
+                SeedReproWarning(
+                    f"{item.nodeid}: a marker pinned {key!r}, overriding the value the call passed"
+                ),
+                stacklevel=_caller_stacklevel(),
+            )
         hook.pytest_seedrepro_request(body=body, item=item, request=body)
         return body, pinnable
 
@@ -224,7 +230,11 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         # Clients the code under test builds read these from the environment.
         env.setenv("OPENAI_API_KEY", api_key)
         if settings.base_url:
-            env.setenv("OPENAI_BASE_URL", settings.base_url)
+            # OPENAI_BASE_URL for the openai SDK (and langchain, instructor,
+            # pydantic-ai, openai-agents through it); OPENAI_API_BASE for the
+            # libraries that read the old name (llama-index, older langchain).
+            for name in BASE_URL_VARIABLES:
+                env.setenv(name, settings.base_url)
         if settings.mode != "live":
             import pytest_seedrepro.recording as recording
 

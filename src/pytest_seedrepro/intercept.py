@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import json
 import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from pytest_seedrepro import sdk
-from pytest_seedrepro.calls import Call, is_read, sse_payload
+from pytest_seedrepro import answers, sdk
+from pytest_seedrepro.calls import Call
 from pytest_seedrepro.session import http_module
 
 if TYPE_CHECKING:
@@ -216,7 +215,7 @@ def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_as
         except Exception as exc:  # the SDK will raise its own error; keep ours on the call
             call.error = f"the answer could not be read: {type(exc).__name__}: {exc}"
             return
-        _fill_from_body(call, response.content, response.headers.get("content-type", ""))
+        answers.fill_from_body(call, response.content, response.headers.get("content-type", ""))
         return
     httpx_module = http_module(type(response))
     encoding = response.headers.get("content-encoding", "")
@@ -254,7 +253,7 @@ class _StreamSink:
                 raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw)
             except zlib.error:
                 pass
-        _fill_from_sse(self.call, raw, ended=ended)
+        answers.fill_from_sse(self.call, raw, ended=ended)
 
 
 @functools.cache
@@ -298,159 +297,3 @@ def _tee_class(base: type, is_async: bool) -> type:
             await self._inner.aclose()
 
     return AsyncTee if is_async else SyncTee
-
-
-def _fill_from_body(call: Call, content: bytes, content_type: str) -> None:
-    """Read a whole answer into ``call``; an answer that is not a complete one sets ``call.error``."""
-    read = is_read(call.endpoint)
-    try:
-        data = json.loads(content.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        if read:
-            call.error = f"the answer is not UTF-8 text (byte {exc.start}): not the API's JSON"
-        return
-    except ValueError:
-        if read:
-            kind = content_type or "none"
-            call.error = f"the answer is not the API's JSON (content-type {kind}, begins {_begin(content)})"
-        return
-    if not isinstance(data, dict):
-        if read:
-            call.error = f"the answer is JSON but not an object (begins {_begin(content)})"
-        return
-    call.model = data.get("model")
-    call.system_fingerprint = data.get("system_fingerprint")
-    call.usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-    if not read:
-        call.output = ""
-        return
-    problem = _answer_problem(call.endpoint, data)
-    if problem:
-        call.error = problem
-        return
-    call.output = _text_of(data)
-
-
-def _begin(content: bytes) -> str:
-    text = content[:40].decode("utf-8", errors="replace").strip()
-    return repr(text) + ("..." if len(content) > 40 else "") if text else "empty"
-
-
-def _answer_problem(endpoint: str, data: dict[str, Any]) -> str | None:
-    """Why a JSON answer of a read endpoint is not a complete answer, or ``None``."""
-    error = data.get("error")
-    if error:
-        message = error.get("message") if isinstance(error, dict) else error
-        return f"the answer is an error object, not a completion: {message}"
-    if endpoint.rstrip("/").endswith("/responses"):
-        if not isinstance(data.get("output"), list):
-            return "the answer has no 'output' list: not a Responses API object"
-        if data.get("status") == "failed":
-            return "the response's status is 'failed'"
-        return None
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
-        return "the answer has no 'choices': not a completion"
-    return None
-
-
-def _text_of(data: dict[str, Any]) -> str:
-    """The output text of a chat, legacy completion or Responses API object."""
-    choices = data.get("choices")
-    if isinstance(choices, list) and choices:
-        choice = choices[0]
-        if "text" in choice:
-            return str(choice.get("text") or "")
-        message = choice.get("message") or {}
-        if message.get("content") is not None:
-            return str(message["content"])
-        if message.get("tool_calls"):
-            return json.dumps(message["tool_calls"], sort_keys=True, indent=1)
-        return ""
-    if isinstance(data.get("output"), list):
-        return "".join(
-            part.get("text", "")
-            for item in data["output"]
-            if isinstance(item, dict)
-            for part in item.get("content") or []
-            if isinstance(part, dict) and part.get("type") == "output_text"
-        )
-    return ""
-
-
-def sse_events(raw: bytes) -> Iterator[str]:
-    """The ``data:`` payloads of a server-sent-events body, in order (blank ones skipped)."""
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        payload = sse_payload(line)
-        if payload:
-            yield payload
-
-
-#: Responses API stream events that end a complete answer, and those that end a failed one.
-_RESPONSES_DONE = ("response.completed", "response.incomplete")
-_RESPONSES_FAILED = ("response.failed", "error")
-
-
-def _fill_from_sse(call: Call, raw: bytes, *, ended: bool) -> None:
-    pieces: list[str] = []
-    fingerprints: list[str] = []
-    saw_event = saw_end = False
-    for payload in sse_events(raw):
-        if payload == "[DONE]":
-            saw_end = True
-            continue
-        try:
-            chunk = json.loads(payload)
-        except ValueError:
-            call.error = call.error or f"a stream event is not JSON (begins {_begin(payload.encode())})"
-            continue
-        if not isinstance(chunk, dict):
-            call.error = call.error or "a stream event is JSON but not an object"
-            continue
-        saw_event = True
-        if chunk.get("error") or chunk.get("type") in _RESPONSES_FAILED:
-            final: dict[str, Any] = chunk["response"] if isinstance(chunk.get("response"), dict) else {}
-            error = chunk.get("error") or final.get("error") or chunk
-            message = error.get("message") if isinstance(error, dict) else error
-            call.error = call.error or f"the stream carried an error, not a completion: {message}"
-            continue
-        if chunk.get("type") in _RESPONSES_DONE and isinstance(chunk.get("response"), dict):
-            saw_end = True
-            final = chunk["response"]
-            call.model = final.get("model") or call.model
-            call.usage = final.get("usage") if isinstance(final.get("usage"), dict) else call.usage
-            pieces = [_text_of(final)]
-            continue
-        fingerprint = chunk.get("system_fingerprint")
-        if fingerprint is not None and fingerprint not in fingerprints:
-            fingerprints.append(fingerprint)
-        if call.model is None and chunk.get("model"):
-            call.model = chunk["model"]
-        if isinstance(chunk.get("usage"), dict):
-            call.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            if choice.get("finish_reason"):
-                saw_end = True
-            if "text" in choice:
-                pieces.append(choice.get("text") or "")
-            else:
-                pieces.append((choice.get("delta") or {}).get("content") or "")
-    if not is_read(call.endpoint):
-        call.error = None  # not ours to judge: recorded and replayed as it is
-        call.output = "".join(pieces)
-        return
-    if call.error:  # broke off, or not the API's events: what arrived is not the model's output
-        return
-    if not saw_event:
-        call.error = "the stream ended before any event arrived (not the API's server-sent events)"
-        return
-    if ended and not saw_end:
-        call.error = "the stream ended without its end ([DONE] or a finish_reason): the answer is cut"
-        return
-    # A stream's fingerprint is the first non-null one among its chunks: vLLM
-    # stamps only the last chunk, Azure's first chunk has none.
-    call.system_fingerprint = fingerprints[0] if fingerprints else None
-    call.chunk_fingerprints = tuple(fingerprints)
-    call.output = "".join(pieces)

@@ -28,3 +28,52 @@ def pin_body(
     elif pinned.get("seed") is None:
         pinned["seed"] = default_seed
     return pinned, overridden
+
+
+#: Request keys the Responses API accepts that ``llm_params`` may pin (it has no ``seed``).
+RESPONSES_PARAMS = frozenset(
+    {
+        "model",
+        "temperature",
+        "top_p",
+        "max_output_tokens",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "text",
+        "reasoning",
+        "truncation",
+        "store",
+        "metadata",
+        "user",
+        "service_tier",
+        "top_logprobs",
+        "include",
+        "max_tool_calls",
+        "background",
+    }
+)
+#: Chat vocabulary in ``llm_params`` that the Responses API spells differently.
+_RESPONSES_NAMES = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens"}
+
+
+def pin_responses_body(
+    body: Mapping[str, Any], *, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Pin a Responses API body to the ``llm_params`` keys it accepts; no seed (it takes none).
+
+    ``max_tokens`` is pinned as ``max_output_tokens``; keys the Responses API
+    does not know (``seed``, ``frequency_penalty``, ``stop``, ...) are left out
+    rather than sent to be refused.
+    """
+    pinned = dict(body)
+    overridden: list[str] = []
+    for name, value in params.items():
+        key = _RESPONSES_NAMES.get(name, name)
+        if key not in RESPONSES_PARAMS:
+            continue
+        if key in pinned and pinned[key] != value:
+            overridden.append(key)
+        pinned[key] = value
+    return pinned, overridden

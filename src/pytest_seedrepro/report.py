@@ -30,6 +30,7 @@ class RunSummary:
         self.tokens = 0
         self.replayed_tokens = 0
         self.unpinned = 0
+        self.no_seed = 0
         self.fingerprints: Counter[str] = Counter()
         #: (nodeid, outcome, old, new, old_model, new_model)
         self.changes: list[tuple[str, str, Any, Any, Any, Any]] = []
@@ -80,7 +81,12 @@ class RunSummary:
         """The summary as JSON-able data (the ``--seedrepro-report`` file)."""
         return {
             "tests": self.tests,
-            "calls": {"replayed": self.replayed, "live": self.live, "unpinned": self.unpinned},
+            "calls": {
+                "replayed": self.replayed,
+                "live": self.live,
+                "unpinned": self.unpinned,
+                "responses_api_without_seed": self.no_seed,
+            },
             "tokens": {"live": self.tokens, "replayed": self.replayed_tokens},
             "fingerprints": dict(sorted(self.fingerprints.items())),
             "fingerprint_changes": [
@@ -98,6 +104,7 @@ class RunSummary:
         self.tokens += int(data.get("tokens", 0))
         self.replayed_tokens += int(data.get("replayed_tokens", 0))
         self.unpinned += int(data.get("unpinned", 0))
+        self.no_seed += int(data.get("no_seed", 0))
         self.fingerprints.update(data.get("fingerprints", []))
         for change in data.get("changes", []):
             outcome = {"skip": "skipped", "warn": "warned", "fail": "failed"}.get(
@@ -124,6 +131,11 @@ class RunSummary:
         ]
         if self.unpinned:
             out.append(f"{self.unpinned} call(s) to endpoints without a seed (unpinned)")
+        if self.no_seed:
+            out.append(
+                f"{self.no_seed} Responses API call(s): llm_params pinned, "
+                "but no seed (the Responses API takes none)"
+            )
         if self.fingerprints:
             seen = ", ".join(f"{fp} ({n})" for fp, n in sorted(self.fingerprints.items()))
             out.append(f"fingerprints seen (tests): {seen}")

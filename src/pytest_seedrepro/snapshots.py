@@ -101,6 +101,34 @@ def storable(value: Any) -> Any:
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+
+def number_tool_calls(entries: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    """Replace the tool call ids answers gave (``ids``, in order) with ``call_1``, ``call_2``, ...
+
+    Servers give tool calls random ids, which come back in the next request's
+    history: kept as they are, every re-recording of a tool loop would change
+    the snapshot and the next call's request. Numbered in order of appearance,
+    a test's snapshot is the same whoever answered.
+    """
+    numbers: dict[str, str] = {}
+    for raw in ids:
+        numbers.setdefault(raw, f"call_{len(numbers) + 1}")
+    if not numbers:
+        return entries
+    pattern = re.compile("|".join(re.escape(raw) for raw in sorted(numbers, key=len, reverse=True)))
+
+    def renumber(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda m: numbers[m.group()], value)
+        if isinstance(value, dict):
+            return {k: renumber(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [renumber(v) for v in value]
+        return value
+
+    return [renumber(entry) for entry in entries]
+
+
 #: Reading only needs the same values back, so libyaml's faster loader is fine.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

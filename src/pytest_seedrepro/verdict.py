@@ -27,7 +27,7 @@ import pytest
 
 import pytest_seedrepro.snapshots as snapshots
 from pytest_seedrepro import judgement
-from pytest_seedrepro.calls import Call, from_threads, in_files_order
+from pytest_seedrepro.calls import Call, from_threads, in_files_order, is_responses
 from pytest_seedrepro.files import UnreadableFile, read_text
 from pytest_seedrepro.judgement import FingerprintChange
 from pytest_seedrepro.options import POLICIES, refresh_command
@@ -66,6 +66,8 @@ def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
     """What the snapshot keeps of one call: no ids, no timestamps, no transport keys."""
     entry: dict[str, Any] = {"endpoint": call.endpoint, "system_fingerprint": call.system_fingerprint}
     identity = item.ihook.pytest_seedrepro_fingerprint(call=call)
+    if identity is None and call.system_fingerprint is None and is_responses(call.endpoint):
+        identity = call.model  # the Responses API has no fingerprint: its model is the backend we can see
     if identity is not None and identity != call.system_fingerprint:
         entry["backend"] = str(identity)
     entry["response_model"] = call.model
@@ -131,7 +133,10 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
         pytest.fail(message, pytrace=False)
     if not state.calls and stored_text is None:
         return  # nothing to keep: no file is written for a test that made no call
-    current = [snapshot_entry(item, call) for call in in_files_order(state.calls)]
+    ordered = in_files_order(state.calls)
+    current = snapshots.number_tool_calls(
+        [snapshot_entry(item, call) for call in ordered], [i for call in ordered for i in call.tool_call_ids]
+    )
     rendered = snapshots.render(item.nodeid, current)
     if assertion.update_snapshots:
         state.snapshot_value = rendered  # syrupy writes it when it differs
@@ -250,4 +255,5 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
             for c in state.fingerprint_changes
         ],
         "unpinned": sum(1 for c in state.calls if not c.pinned),
+        "no_seed": sum(1 for c in state.calls if c.pinned and is_responses(c.endpoint)),
     }
