@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_seedrepro import snapshots
-from pytest_seedrepro.calls import is_pinnable
+from pytest_seedrepro.calls import Call, is_pinnable
 from pytest_seedrepro.pinning import pin_body
 from pytest_seedrepro.recording import _scrub_response, _stable_body, cassette_path
 
@@ -242,7 +242,6 @@ def test_which_error_statuses_are_recorded(status: int, recorded: bool) -> None:
 
 def test_a_stream_that_does_not_end_is_no_answer() -> None:
     from pytest_seedrepro.answers import fill_from_sse as _fill_from_sse
-    from pytest_seedrepro.calls import Call
 
     chunk = {"choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": None}]}
     cut = Call(0, "/chat/completions", {}, True, True)
@@ -372,3 +371,203 @@ def test_summary_data_survives_the_trip_from_an_xdist_worker(pytester: pytest.Py
     json.dumps(data)  # what crosses the wire is JSON
     back = config.hook.pytest_report_from_serializable(config=config, data=data)
     assert back.seedrepro == report.seedrepro  # type: ignore[attr-defined]
+
+
+# Reading answers: the same output streamed or not -----------------------------------------------
+
+TOOL_MESSAGE = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [
+        {
+            "id": "call_Ab1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        },
+        {
+            "id": "call_Cd2",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": '{"tz": "CET"}'},
+        },
+    ],
+}
+
+
+def _whole(message: dict) -> bytes:
+    return json.dumps(
+        {"object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": message}]}
+    ).encode()
+
+
+def _stream(deltas: list[dict], finish: str = "tool_calls") -> bytes:
+    chunks = [
+        {
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 0, "delta": d, "finish_reason": None}],
+        }
+        for d in deltas
+    ]
+    chunks.append(
+        {
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+        }
+    )
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks).encode() + b"data: [DONE]\n\n"
+
+
+def _read(raw: bytes, *, stream: bool, endpoint: str = "/chat/completions") -> Call:
+    from pytest_seedrepro.answers import fill_from_body, fill_from_sse
+
+    call = Call(0, endpoint, {}, True, stream)
+    if stream:
+        fill_from_sse(call, raw, ended=True)
+    else:
+        fill_from_body(call, raw, "application/json")
+    return call
+
+
+def test_parallel_tool_calls_streamed_in_pieces_read_like_the_whole_answer() -> None:
+    whole = _read(_whole(TOOL_MESSAGE), stream=False)
+    streamed = _read(
+        _stream(
+            [
+                {"role": "assistant", "content": None},
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_Ab1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""},
+                        }
+                    ]
+                },
+                {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+                {
+                    "tool_calls": [
+                        {
+                            "index": 1,
+                            "id": "call_Cd2",
+                            "type": "function",
+                            "function": {"name": "get_time", "arguments": '{"tz"'},
+                        }
+                    ]
+                },
+                {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+                {"tool_calls": [{"index": 1, "function": {"arguments": ': "CET"}'}}]},
+            ]
+        ),
+        stream=True,
+    )
+    assert whole.error is None and streamed.error is None
+    assert (
+        streamed.output
+        == whole.output
+        == ('tool_call call_Ab1: get_weather({"city": "Paris"})\ntool_call call_Cd2: get_time({"tz": "CET"})')
+    )
+    assert streamed.tool_call_ids == whole.tool_call_ids == ("call_Ab1", "call_Cd2")
+
+
+def test_a_changed_tool_argument_is_a_changed_output() -> None:
+    changed = json.loads(json.dumps(TOOL_MESSAGE))
+    changed["tool_calls"][0]["function"]["arguments"] = '{"city": "Lyon"}'
+    assert _read(_whole(changed), stream=False).output != _read(_whole(TOOL_MESSAGE), stream=False).output
+
+
+def test_legacy_function_call_and_refusal_streamed_or_not() -> None:
+    message = {
+        "role": "assistant",
+        "content": None,
+        "function_call": {"name": "lookup", "arguments": '{"q": 1}'},
+    }
+    streamed = _read(
+        _stream(
+            [
+                {"function_call": {"name": "lookup", "arguments": '{"q"'}},
+                {"function_call": {"arguments": ": 1}"}},
+            ],
+            "function_call",
+        ),
+        stream=True,
+    )
+    assert streamed.output == _read(_whole(message), stream=False).output == 'function_call: lookup({"q": 1})'
+    refusal = {"role": "assistant", "content": None, "refusal": "I cannot help with that."}
+    streamed = _read(_stream([{"refusal": "I cannot "}, {"refusal": "help with that."}], "stop"), stream=True)
+    assert (
+        streamed.output == _read(_whole(refusal), stream=False).output == "refusal: I cannot help with that."
+    )
+
+
+def test_text_and_a_tool_call_in_one_answer_keep_both() -> None:
+    message = {**TOOL_MESSAGE, "content": "Let me look.", "tool_calls": TOOL_MESSAGE["tool_calls"][:1]}
+    assert (
+        _read(_whole(message), stream=False).output
+        == 'Let me look.\ntool_call call_Ab1: get_weather({"city": "Paris"})'
+    )
+
+
+def test_responses_api_output_items_whole_and_streamed() -> None:
+    response = {
+        "object": "response",
+        "model": "m",
+        "status": "completed",
+        "output": [
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {
+                "type": "function_call",
+                "id": "fc_9",
+                "call_id": "call_Zz",
+                "name": "search",
+                "arguments": '{"q": "x"}',
+            },
+            {"type": "message", "content": [{"type": "output_text", "text": "Found it."}]},
+        ],
+    }
+    whole = _read(json.dumps(response).encode(), stream=False, endpoint="/responses")
+    events = [
+        {"type": "response.created", "response": {**response, "status": "in_progress", "output": []}},
+        {"type": "response.output_text.delta", "delta": "Found it."},
+        {"type": "response.completed", "response": response},
+    ]
+    raw = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+    streamed = _read(raw, stream=True, endpoint="/responses")
+    assert whole.output == streamed.output == 'tool_call call_Zz: search({"q": "x"})\nFound it.'
+    assert whole.tool_call_ids == ("call_Zz", "fc_9")
+    cut = _read(raw.rsplit(b"event: response.completed", 1)[0], stream=True, endpoint="/responses")
+    assert cut.output is None and "response.completed" in (cut.error or "")
+
+
+def test_tool_call_ids_are_numbered_in_order_of_appearance_everywhere() -> None:
+    entries = [
+        {
+            "request": {"messages": [{"role": "user", "content": "hi"}]},
+            "output": "tool_call call_Zq9: f({})\ntool_call call_1: g({})",
+        },
+        {
+            "request": {
+                "messages": [
+                    {"role": "assistant", "tool_calls": [{"id": "call_Zq9"}, {"id": "call_1"}]},
+                    {"role": "tool", "tool_call_id": "call_Zq9", "content": "42"},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "43"},
+                ]
+            },
+            "output": "done",
+        },
+    ]
+    numbered = snapshots.number_tool_calls(entries, ["call_Zq9", "call_1"])
+    assert numbered[0]["output"] == "tool_call call_1: f({})\ntool_call call_2: g({})"
+    messages = numbered[1]["request"]["messages"]
+    assert [m.get("tool_call_id") for m in messages[1:]] == ["call_1", "call_2"]
+    assert messages[0]["tool_calls"] == [{"id": "call_1"}, {"id": "call_2"}]
+    # Two recordings of the same loop with other random ids give the same snapshot.
+    other = json.loads(
+        json.dumps(entries)
+        .replace("call_Zq9", "call_Xy7")
+        .replace('"call_1"', '"call_Q"')
+        .replace("call_1:", "call_Q:")
+        .replace('call_1"', 'call_Q"')
+    )
+    assert snapshots.number_tool_calls(other, ["call_Xy7", "call_Q"]) == numbered
