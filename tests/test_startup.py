@@ -55,3 +55,25 @@ def test_the_probe_sees_openai_once_the_fixture_is_used(pytester: pytest.Pyteste
     result.assert_outcomes(passed=1)
     loaded = (pytester.path / "heavy-modules.txt").read_text().split()
     assert "openai" in loaded and "vcr" in loaded
+
+
+def test_an_sdk_the_plugin_cannot_patch_is_one_line_naming_the_supported_range(pytester: pytest.Pytester) -> None:
+    # A subprocess: the inner conftest breaks the SDK for that run only.
+    pytester.makeconftest(
+        """
+        import openai._base_client as base
+
+        del base.SyncAPIClient._process_response  # as if a release had moved it
+        """
+    )
+    pytester.makepyfile("def test_llm(seeded_llm):\n    seeded_llm.complete('x')\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "seedrepro: openai * is not supported by pytest-seedrepro (it needs openai >= 1.55.3, < 4; "
+            "missing: SyncAPIClient._process_response): install a supported one, e.g. pip install 'openai>=1.55.3,<4'"
+        ]
+    )
+    out = result.stdout.str()
+    assert "Traceback" not in out and "KeyError" not in out and "INTERNALERROR" not in out
