@@ -292,3 +292,33 @@ def test_calls_hold_parameters_output_fingerprint_usage_in_issue_order(
     assert calls[0]["usage"]["completion_tokens"] == 6
     assert calls[2]["usage"]["completion_tokens"] == 6
     assert {c["replayed"] for c in calls} == {False}
+
+
+def test_a_seed_matrix_runs_the_test_once_per_seed_with_its_own_files(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(
+        test_it="""
+        import pytest
+
+        @pytest.mark.seed(1, 2, 3)
+        @pytest.mark.parametrize("topic", ["tea", "coffee"])
+        def test_matrix(seeded_llm, topic):
+            seeded_llm.complete(f"tell me about {topic}")
+            assert seeded_llm.calls[0].request["seed"] == seeded_llm.seed
+
+        @pytest.mark.seed(7)
+        def test_single(seeded_llm):
+            seeded_llm.complete("one seed")
+        """
+    )
+    result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update", "-v")
+    result.assert_outcomes(passed=7)
+    result.stdout.fnmatch_lines(["*test_matrix[[]seed=1-tea[]] PASSED*", "*test_matrix[[]seed=3-coffee[]] PASSED*"])
+    seeds = sorted(r.body["seed"] for r in llm_server.requests if r.path.endswith("/chat/completions"))
+    assert seeds == [1, 1, 2, 2, 3, 3, 7]
+    cassettes = sorted(p.name for p in (suite.path / "cassettes" / "test_it").glob("*.yaml"))
+    assert "test_single.yaml" in cassettes  # seed(7) keeps today's file name
+    assert "test_matrix[seed=2-tea].yaml" in cassettes and len(cassettes) == 7
+    llm_server.stop()
+    suite.runpytest().assert_outcomes(passed=7)

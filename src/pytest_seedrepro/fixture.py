@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
@@ -166,6 +167,9 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     if problem is not None:
         _fail(problem)
     state.pins = markers.resolve(item)
+    matrix_seed = getattr(request, "param", None)  # a seed matrix's parameter (plugin.pytest_generate_tests)
+    if matrix_seed is not None:
+        state.pins = dataclasses.replace(state.pins, seed=matrix_seed)
     api_key = _api_key_or_fail(settings.mode, item.nodeid)
     from pytest_seedrepro import sdk
 

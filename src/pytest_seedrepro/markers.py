@@ -16,7 +16,8 @@ import pytest
 from pytest_seedrepro.options import POLICIES
 
 MARKER_LINES = (
-    "seed(n): pin the seed of this test's LLM requests to the integer n (pytest-seedrepro)",
+    "seed(n, ...): pin the seed of this test's LLM requests to the integer n; several seeds run the "
+    "test once per seed, ids [seed=n] (pytest-seedrepro)",
     "llm_params(**params): pin request parameters of this test's LLM requests, e.g. "
     "llm_params(model='gpt-4o-mini', temperature=0) (pytest-seedrepro)",
     "on_fingerprint_change(policy): 'skip', 'warn' or 'fail' when system_fingerprint changed "
@@ -41,20 +42,37 @@ def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _seed(mark: pytest.Mark) -> int:
+def seeds_of(mark: pytest.Mark) -> tuple[int, ...]:
+    """The seeds a ``seed`` marker gives: one (``seed(7)``) or a matrix (``seed(1, 2, 3)``)."""
     args = list(mark.args)
     if "seed" in mark.kwargs:
         args.append(mark.kwargs["seed"])
     extra = set(mark.kwargs) - {"seed"}
-    if extra or len(args) != 1:
+    if extra or not args:
         raise MarkerError(
-            f"@pytest.mark.seed takes exactly one integer, got args={mark.args!r} kwargs={mark.kwargs!r}"
+            f"@pytest.mark.seed takes one or more integers, got args={mark.args!r} kwargs={mark.kwargs!r}"
         )
-    value = args[0]
-    # bool is an int subclass, but seed(True) is certainly a mistake.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise MarkerError(f"@pytest.mark.seed takes an integer, got {_describe(value)}")
-    return value
+    for value in args:
+        # bool is an int subclass, but seed(True) is certainly a mistake.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise MarkerError(f"@pytest.mark.seed takes an integer, got {_describe(value)}")
+    if len(set(args)) != len(args):
+        raise MarkerError(f"@pytest.mark.seed got the same seed twice: {tuple(args)!r}")
+    return tuple(args)
+
+
+def matrix_seeds(node: Any) -> tuple[int, ...] | None:
+    """The seeds of a seed matrix (``seed(1, 2, 3)``, the nearest marker) for ``node``, else ``None``.
+
+    Used at collection, where a bad marker is left for the test's own error.
+    """
+    mark = node.get_closest_marker("seed")
+    if mark is None or len(mark.args) < 2:
+        return None
+    try:
+        return seeds_of(mark)
+    except MarkerError:
+        return None
 
 
 def _params(mark: pytest.Mark) -> dict[str, Any]:
@@ -92,7 +110,7 @@ def resolve(node: pytest.Item) -> Pins:
     """The pins of ``node``, marks given with ``pytest.param(marks=...)`` included; raises ``MarkerError``."""
     seed_marks = list(node.iter_markers("seed"))
     for mark in seed_marks:  # validate all, not only the winner: a typo on a class is still a typo
-        _seed(mark)
+        seeds_of(mark)
     params: dict[str, Any] = {}
     for mark in reversed(list(node.iter_markers("llm_params"))):
         params.update(_params(mark))
@@ -100,7 +118,8 @@ def resolve(node: pytest.Item) -> Pins:
     for mark in policy_marks:
         _policy(mark)
     return Pins(
-        seed=_seed(seed_marks[0]) if seed_marks else None,
+        # For a seed matrix, the fixture takes each test's own seed from its parameter.
+        seed=seeds_of(seed_marks[0])[0] if seed_marks else None,
         params=params,
         policy=_policy(policy_marks[0]) if policy_marks else None,
     )

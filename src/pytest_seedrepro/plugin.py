@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_seedrepro import options, report
-from pytest_seedrepro.markers import MARKER_LINES
+from pytest_seedrepro.markers import MARKER_LINES, matrix_seeds
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, RunState
 
 if TYPE_CHECKING:
@@ -52,6 +52,15 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"seedrepro: mode={settings.mode}, default seed={settings.default_seed}, "
         f"on fingerprint change={settings.on_fingerprint_change}"
     )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # seed(1, 2, 3): one test per seed, ids [seed=1], ... The fixture reads its
+    # seed from the parameter (indirect), so each gets its own files.
+    if "seeded_llm" in metafunc.fixturenames:
+        seeds = matrix_seeds(metafunc.definition)
+        if seeds is not None:
+            metafunc.parametrize("seeded_llm", seeds, indirect=True, ids=[f"seed={s}" for s in seeds])
 
 
 def _uses_seeded_llm(item: pytest.Item) -> bool:
