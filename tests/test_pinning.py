@@ -314,7 +314,9 @@ def test_a_seed_matrix_runs_the_test_once_per_seed_with_its_own_files(
     )
     result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update", "-v")
     result.assert_outcomes(passed=7)
-    result.stdout.fnmatch_lines(["*test_matrix[[]seed=1-tea[]] PASSED*", "*test_matrix[[]seed=3-coffee[]] PASSED*"])
+    result.stdout.fnmatch_lines(
+        ["*test_matrix[[]seed=1-tea[]] PASSED*", "*test_matrix[[]seed=3-coffee[]] PASSED*"]
+    )
     seeds = sorted(r.body["seed"] for r in llm_server.requests if r.path.endswith("/chat/completions"))
     assert seeds == [1, 1, 2, 2, 3, 3, 7]
     cassettes = sorted(p.name for p in (suite.path / "cassettes" / "test_it").glob("*.yaml"))

@@ -57,7 +57,9 @@ def test_the_probe_sees_openai_once_the_fixture_is_used(pytester: pytest.Pyteste
     assert "openai" in loaded and "vcr" in loaded
 
 
-def test_an_sdk_the_plugin_cannot_patch_is_one_line_naming_the_supported_range(pytester: pytest.Pytester) -> None:
+def test_an_sdk_the_plugin_cannot_patch_is_one_line_naming_the_supported_range(
+    pytester: pytest.Pytester,
+) -> None:
     # A subprocess: the inner conftest breaks the SDK for that run only.
     pytester.makeconftest(
         """

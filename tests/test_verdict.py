@@ -34,8 +34,8 @@ KINDS = {
 SNAPSHOT = "__snapshots__/test_it/test_it.llm.yaml"
 
 
-def stored(pytester: pytest.Pytester) -> list[dict]:
-    return yaml.safe_load((pytester.path / SNAPSHOT).read_text())["calls"]
+def stored(pytester: pytest.Pytester, test: str = "test_it") -> list[dict]:
+    return yaml.safe_load((pytester.path / f"__snapshots__/test_it/{test}.llm.yaml").read_text())["calls"]
 
 
 # The table's logic is unit-tested on plain data (tests/test_units.py); under
@@ -376,3 +376,49 @@ def test_report_file_holds_the_summary(suite: pytest.Pytester, llm_server: LLMSe
             "new_model": "gpt-4o-mini",
         }
     ]
+
+
+def test_only_drifted_refreshes_just_the_tests_that_drifted_last_time(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(
+        test_it="""
+        def test_a(seeded_llm):
+            seeded_llm.complete("a")
+
+        def test_b(seeded_llm):
+            seeded_llm.complete("b")
+
+        def test_plain():
+            pass
+        """
+    )
+    suite.runpytest(LIVE, "--snapshot-update").assert_outcomes(passed=3)
+    result = suite.runpytest(LIVE, "--seedrepro-only-drifted", "--snapshot-update")
+    result.assert_outcomes(deselected=3)
+    result.stdout.fnmatch_lines(["seedrepro: no test drifted in the last run: nothing to refresh"])
+
+    llm_server.fingerprint, llm_server.variant = "fp_test_2", "new backend"
+    result = suite.runpytest(LIVE)
+    result.assert_outcomes(skipped=2, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "refresh all 2 drifted tests with: pytest --seedrepro-mode=live --snapshot-update --seedrepro-only-drifted"
+        ]
+    )
+    result = suite.runpytest(LIVE, "--snapshot-update", "--seedrepro-only-drifted", "-v")
+    result.assert_outcomes(passed=2, deselected=1)
+    result.stdout.fnmatch_lines(["seedrepro: refreshing 2 test(s) that drifted in the last run"])
+    assert {c["system_fingerprint"] for c in stored(suite, "test_a")} == {"fp_test_2"}
+    suite.runpytest(LIVE).assert_outcomes(passed=3)  # refreshed: nothing drifts any more
+
+
+def test_only_drifted_needs_a_refreshing_mode_and_snapshot_update(suite: pytest.Pytester) -> None:
+    suite.makepyfile("def test_a():\n    pass\n")
+    result = suite.runpytest("--seedrepro-only-drifted")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*--seedrepro-only-drifted refreshes the tests that drifted: use it with --seedrepro-mode=rerecord (or live) and --snapshot-update"
+        ]
+    )

@@ -37,6 +37,8 @@ class Settings:
     base_url: str | None
     cassette_dir: str
     report_file: str | None = None
+    #: ``--seedrepro-only-drifted``: run only the tests that drifted in the last run.
+    only_drifted: bool = False
 
     @property
     def writes_recordings(self) -> bool:
@@ -57,6 +59,12 @@ def refresh_command(nodeid: str, mode: str = "rerecord") -> str:
     """
     mode = "live" if mode == "live" else "rerecord"
     return f"pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'"
+
+
+def refresh_drifted_command(mode: str = "rerecord") -> str:
+    """The command that refreshes every test that drifted in the last run."""
+    mode = "live" if mode == "live" else "rerecord"
+    return f"pytest --seedrepro-mode={mode} --snapshot-update --seedrepro-only-drifted"
 
 
 def record_command(nodeid: str) -> str:
@@ -121,6 +129,20 @@ def add_options(parser: pytest.Parser) -> None:
         "write the run's seedrepro summary (calls, tokens, fingerprints, changes) to this JSON file "
         "(default: none)",
     )
+    group.addoption(
+        "--seedrepro-only-drifted",
+        dest="seedrepro_only_drifted",
+        action="store_true",
+        default=None,
+        help="run only the tests skipped, warned or failed for a fingerprint change in the last run "
+        "(kept in pytest's cache, like --lf); with --seedrepro-mode=rerecord or live and --snapshot-update",
+    )
+    parser.addini(
+        "seedrepro_only_drifted",
+        "run only the tests that drifted in the last run (true/false)",
+        type="bool",
+        default=False,
+    )
 
 
 def _add(parser: pytest.Parser, group: pytest.OptionGroup, name: str, metavar: str, help_text: str) -> None:
@@ -183,12 +205,24 @@ def resolve(config: pytest.Config) -> Settings:
         _check_url(*base_url)
     cassette_dir = _raw(config, "seedrepro_cassette_dir")
     report_file = _raw(config, "seedrepro_report")
+    mode = _choice(config, "seedrepro_mode", MODES, DEFAULT_MODE, MODE_ENV_VAR)
+    only_drifted = bool(
+        config.getoption("seedrepro_only_drifted", default=None) or config.getini("seedrepro_only_drifted")
+    )
+    if only_drifted and (
+        mode not in ("rerecord", "live") or not config.getoption("update_snapshots", default=False)
+    ):
+        raise pytest.UsageError(
+            "--seedrepro-only-drifted refreshes the tests that drifted: use it with "
+            "--seedrepro-mode=rerecord (or live) and --snapshot-update"
+        )
     return Settings(
-        mode=_choice(config, "seedrepro_mode", MODES, DEFAULT_MODE, MODE_ENV_VAR),
+        mode=mode,
         on_fingerprint_change=_choice(config, "seedrepro_on_fingerprint_change", POLICIES, DEFAULT_POLICY),
         default_seed=seed,
         model=model[0] if model else DEFAULT_MODEL,
         base_url=base_url[0] if base_url else None,
         cassette_dir=cassette_dir[0] if cassette_dir else DEFAULT_CASSETTE_DIR,
         report_file=report_file[0] if report_file else None,
+        only_drifted=only_drifted,
     )

@@ -63,6 +63,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize("seeded_llm", seeds, indirect=True, ids=[f"seed={s}" for s in seeds])
 
 
+_DRIFT_LINE = pytest.StashKey[str]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.stash[RUN_STATE].settings.only_drifted:
+        from pytest_seedrepro import drift
+
+        config.stash[_DRIFT_LINE] = drift.select(config, items)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    return config.stash.get(_DRIFT_LINE, None)
+
+
 def _uses_seeded_llm(item: pytest.Item) -> bool:
     return "seeded_llm" in getattr(item, "fixturenames", ())
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
-from pytest_seedrepro.options import refresh_command
+from pytest_seedrepro.options import refresh_command, refresh_drifted_command
 from pytest_seedrepro.session import RUN_STATE
 
 
@@ -35,6 +35,8 @@ class RunSummary:
         #: (nodeid, outcome, old, new, old_model, new_model)
         self.changes: list[tuple[str, str, Any, Any, Any, Any]] = []
         self.disagreeing: list[tuple[str, list[str]]] = []
+        #: The seeded_llm tests that ran (their call phase), for --seedrepro-only-drifted.
+        self.ran: set[str] = set()
         #: Files that could not be written at the end of the session (one line each).
         self.unwritten: list[str] = []
 
@@ -71,6 +73,11 @@ class RunSummary:
                 write_atomically(target, json.dumps(self.as_dict(), indent=2) + "\n", what="the report")
             except NotWritten as exc:
                 UNWRITTEN.append(str(exc))
+        if not hasattr(self.config, "workerinput"):
+            from pytest_seedrepro import drift
+
+            drifted = {t for t, outcome, *_ in self.changes if outcome in ("skipped", "warned", "failed")}
+            drift.remember(self.config, ran=self.ran, drifted=drifted)
         if UNWRITTEN:
             self.unwritten = list(UNWRITTEN)
             UNWRITTEN.clear()
@@ -99,6 +106,7 @@ class RunSummary:
     def add(self, nodeid: str, data: dict[str, Any]) -> None:
         """Fold one test's data in."""
         self.tests += 1
+        self.ran.add(nodeid)
         self.replayed += int(data.get("replayed", 0))
         self.live += int(data.get("live", 0))
         self.tokens += int(data.get("tokens", 0))
@@ -150,6 +158,9 @@ class RunSummary:
                 out.append(f"  {outcome}: {nodeid}: {old} -> {new}{model}")
             mode = self.config.stash[RUN_STATE].settings.mode
             out.append(f"refresh a test with: {refresh_command('NODEID', mode)}")
+            drifted = {t for t, outcome, *_ in self.changes if outcome != "same output"}
+            if len(drifted) > 1:
+                out.append(f"refresh all {len(drifted)} drifted tests with: {refresh_drifted_command(mode)}")
         for nodeid, chunks in self.disagreeing:
             out.append(f"stream chunks disagreed on the fingerprint in {nodeid}: {' / '.join(chunks)}")
         return out
