@@ -32,7 +32,7 @@ def test_markers_are_listed(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(
         [
-            "@pytest.mark.seed(n):*",
+            "@pytest.mark.seed(n, ...):*",
             "@pytest.mark.llm_params(**params):*",
             "@pytest.mark.on_fingerprint_change(policy):*",
         ]
