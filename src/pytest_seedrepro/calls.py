@@ -71,6 +71,8 @@ class Call:
     thread: int = 0
     #: The ids the answer gave its tool calls; random per answer, so snapshots number them instead.
     tool_call_ids: tuple[str, ...] = ()
+    #: ``--seedrepro-repeat``: the same request sent again, answers the test never saw.
+    repeats: list[Call] = field(default_factory=list)
 
     @property
     def seed(self) -> Any:

@@ -101,3 +101,17 @@ def pytest_seedrepro_fingerprint(call: Call) -> str | None:
     return, say, the response's model or a server version. Called for every
     call when its snapshot entry is made. ``firstresult``.
     """
+
+
+@hookspec(firstresult=True)
+def pytest_seedrepro_similarity(a: str, b: str, call: Call) -> float | None:
+    """Return how similar two answers of the same request are, from 0.0 to 1.0, or ``None``.
+
+    :param a: one answer's output.
+    :param b: another answer's output.
+    :param call: the call (its first answer) they were sent for.
+
+    Called with ``--seedrepro-repeat`` for every pair of a call's answers, to
+    report their mean similarity. ``firstresult``; ``None`` leaves it to
+    ``difflib``'s ratio. Return, say, the cosine similarity of embeddings.
+    """

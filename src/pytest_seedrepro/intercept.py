@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pytest_seedrepro import answers, sdk
-from pytest_seedrepro.calls import Call
+from pytest_seedrepro.calls import Call, is_read
 from pytest_seedrepro.session import http_module
 
 if TYPE_CHECKING:
@@ -53,8 +53,11 @@ class ActiveTest:
         on_error: Callable[[Call, BaseException], BaseException | None],
         *,
         retries: bool = True,
+        repeat: int = 1,
     ) -> None:
         self.calls = calls
+        #: ``--seedrepro-repeat``: each read call is sent this many times in all.
+        self.repeat = repeat
         self._retries = retries
         self._prepare_body = prepare_body
         self._on_error = on_error
@@ -66,7 +69,10 @@ class ActiveTest:
         call = self.call_for(options)
         return self._on_error(call, exc) if call is not None else None
 
-    def before_request(self, options: FinalRequestOptions) -> FinalRequestOptions:
+    def before_request(
+        self, options: FinalRequestOptions, *, repeat_of: Call | None = None
+    ) -> FinalRequestOptions:
+        """Pin the request and give it a :class:`Call` (a repeat's goes to ``repeat_of.repeats``)."""
         body = options.json_data
         if str(options.method).lower() == "get" or not isinstance(body, dict):
             return options
@@ -82,7 +88,7 @@ class ActiveTest:
         # Ask for gzip only: vcrpy decodes gzip into readable recordings but not
         # zstd/br, which httpx2 offers when their packages are installed.
         options.headers = {**(options.headers or {}), "Accept-Encoding": "gzip"}
-        if options.idempotency_key is None:
+        if options.idempotency_key is None or repeat_of is not None:
             options.idempotency_key = _KEY_PREFIX + uuid.uuid4().hex
         if not self._retries:
             # Replaying: a miss will not heal on retry, and openai 1.x would
@@ -90,16 +96,28 @@ class ActiveTest:
             options.max_retries = 0
         with self._lock:
             call = Call(
-                index=len(self.calls),
+                index=len(self.calls) if repeat_of is None else repeat_of.index,
                 endpoint=path,
                 request=pinned_body,
                 pinned=pinned,
                 stream=bool(pinned_body.get("stream")),
                 thread=threading.get_ident(),
             )
-            self.calls.append(call)
+            if repeat_of is None:
+                self.calls.append(call)
+            else:
+                repeat_of.repeats.append(call)
             self._by_key[options.idempotency_key] = call
         return options
+
+    def repeats_due(self, call: Call | None) -> int:
+        """How many more times ``call`` is to be sent (``--seedrepro-repeat``)."""
+        if call is None or self.repeat < 2 or call.error or not is_read(call.endpoint):
+            return 0
+        return self.repeat - 1
+
+    def repeat_failed(self, call: Call, number: int, exc: BaseException) -> None:
+        call.error = call.error or f"repeat {number} of {self.repeat} failed: {type(exc).__name__}: {exc}"
 
     def call_for(self, options: FinalRequestOptions) -> Call | None:
         key = options.idempotency_key
@@ -147,10 +165,11 @@ def install() -> None:
         test = _active
         if test is None:
             return sync_request(self, cast_to, options, *args, **kwargs)
-        options = test.before_request(options)
-        token = _current.set(test.call_for(options))
+        given, options = options, test.before_request(options)
+        call = test.call_for(options)
+        token = _current.set(call)
         try:
-            return sync_request(self, cast_to, options, *args, **kwargs)
+            result = sync_request(self, cast_to, options, *args, **kwargs)
         except Exception as exc:
             replacement = test.failed(options, exc)
             if replacement is None:
@@ -158,6 +177,17 @@ def install() -> None:
             raise replacement from None
         finally:
             _current.reset(token)
+        for number in range(2, 2 + test.repeats_due(call)):
+            assert call is not None
+            try:  # the same request again; the test only ever sees the first answer
+                again = sync_request(
+                    self, cast_to, test.before_request(given, repeat_of=call), *args, **kwargs
+                )
+                for _ in again if call.stream else ():
+                    pass
+            except Exception as exc:
+                test.repeat_failed(call, number, exc)
+        return result
 
     async def arequest(
         self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any
@@ -165,10 +195,11 @@ def install() -> None:
         test = _active
         if test is None:
             return await async_request(self, cast_to, options, *args, **kwargs)
-        options = test.before_request(options)
-        token = _current.set(test.call_for(options))
+        given, options = options, test.before_request(options)
+        call = test.call_for(options)
+        token = _current.set(call)
         try:
-            return await async_request(self, cast_to, options, *args, **kwargs)
+            result = await async_request(self, cast_to, options, *args, **kwargs)
         except Exception as exc:
             replacement = test.failed(options, exc)
             if replacement is None:
@@ -176,6 +207,18 @@ def install() -> None:
             raise replacement from None
         finally:
             _current.reset(token)
+        for number in range(2, 2 + test.repeats_due(call)):
+            assert call is not None
+            try:
+                again = await async_request(
+                    self, cast_to, test.before_request(given, repeat_of=call), *args, **kwargs
+                )
+                if call.stream:
+                    async for _ in again:
+                        pass
+            except Exception as exc:
+                test.repeat_failed(call, number, exc)
+        return result
 
     def process_response(self: Any, **kwargs: Any) -> Any:
         _observe(kwargs["options"], kwargs["response"], kwargs.get("stream", False), is_async=False)

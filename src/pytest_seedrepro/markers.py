@@ -22,6 +22,8 @@ MARKER_LINES = (
     "llm_params(model='gpt-4o-mini', temperature=0) (pytest-seedrepro)",
     "on_fingerprint_change(policy): 'skip', 'warn' or 'fail' when system_fingerprint changed "
     "and the output with it (pytest-seedrepro)",
+    "min_identical(share): with --seedrepro-repeat, fail when fewer than this share (0 to 1) of each "
+    "call's answers equal its first (pytest-seedrepro)",
 )
 
 
@@ -36,6 +38,8 @@ class Pins:
     seed: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     policy: str | None = None
+    #: ``min_identical``: the share of repeated answers that must equal the first.
+    min_identical: float | None = None
 
 
 def _describe(value: object) -> str:
@@ -106,6 +110,17 @@ def _policy(mark: pytest.Mark) -> str:
     return str(args[0])
 
 
+def _min_identical(mark: pytest.Mark) -> float:
+    args = list(mark.args)
+    if "share" in mark.kwargs:
+        args.append(mark.kwargs["share"])
+    value = args[0] if len(args) == 1 and not set(mark.kwargs) - {"share"} else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        shown = _describe(value) if len(args) == 1 else f"args={mark.args!r} kwargs={mark.kwargs!r}"
+        raise MarkerError(f"@pytest.mark.min_identical takes one share from 0 to 1 (e.g. 0.8), got {shown}")
+    return float(value)
+
+
 def resolve(node: pytest.Item) -> Pins:
     """The pins of ``node``, marks given with ``pytest.param(marks=...)`` included; raises ``MarkerError``."""
     seed_marks = list(node.iter_markers("seed"))
@@ -117,7 +132,9 @@ def resolve(node: pytest.Item) -> Pins:
     policy_marks = list(node.iter_markers("on_fingerprint_change"))
     for mark in policy_marks:
         _policy(mark)
+    gate = node.get_closest_marker("min_identical")
     return Pins(
+        min_identical=_min_identical(gate) if gate is not None else None,
         # For a seed matrix, the fixture takes each test's own seed from its parameter.
         seed=seeds_of(seed_marks[0])[0] if seed_marks else None,
         params=params,

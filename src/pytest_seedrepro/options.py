@@ -39,6 +39,8 @@ class Settings:
     report_file: str | None = None
     #: ``--seedrepro-only-drifted``: run only the tests that drifted in the last run.
     only_drifted: bool = False
+    #: ``--seedrepro-repeat``: how many times each call is sent (1: once, the usual).
+    repeat: int = 1
 
     @property
     def writes_recordings(self) -> bool:
@@ -129,6 +131,14 @@ def add_options(parser: pytest.Parser) -> None:
         "write the run's seedrepro summary (calls, tokens, fingerprints, changes) to this JSON file "
         "(default: none)",
     )
+    _add(
+        parser,
+        group,
+        "seedrepro_repeat",
+        "N",
+        "send every call of every seeded_llm test N times (N >= 2, with --seedrepro-mode=live only) and "
+        "report how reproducible the answers are; nothing is recorded or snapshotted (default: off)",
+    )
     group.addoption(
         "--seedrepro-only-drifted",
         dest="seedrepro_only_drifted",
@@ -216,8 +226,24 @@ def resolve(config: pytest.Config) -> Settings:
             "--seedrepro-only-drifted refreshes the tests that drifted: use it with "
             "--seedrepro-mode=rerecord (or live) and --snapshot-update"
         )
+    repeat = 1
+    found = _raw(config, "seedrepro_repeat")
+    if found is not None:
+        value, source = found
+        try:
+            repeat = int(value, 10)
+        except ValueError:
+            repeat = 0
+        if repeat < 2:
+            raise pytest.UsageError(f"{source}: {value!r} is not a whole number of sends >= 2")
+        if mode != "live":
+            raise pytest.UsageError(
+                f"{source} sends every call {repeat} times to the API: use it with --seedrepro-mode=live "
+                f"(this run's mode is {mode})"
+            )
     return Settings(
         mode=mode,
+        repeat=repeat,
         on_fingerprint_change=_choice(config, "seedrepro_on_fingerprint_change", POLICIES, DEFAULT_POLICY),
         default_seed=seed,
         model=model[0] if model else DEFAULT_MODEL,

@@ -35,6 +35,8 @@ class RunSummary:
         #: (nodeid, outcome, old, new, old_model, new_model)
         self.changes: list[tuple[str, str, Any, Any, Any, Any]] = []
         self.disagreeing: list[tuple[str, list[str]]] = []
+        #: ``--seedrepro-repeat`` figures: (nodeid, figures dict), one per repeated call.
+        self.repeat: list[tuple[str, dict[str, Any]]] = []
         #: The seeded_llm tests that ran (their call phase), for --seedrepro-only-drifted.
         self.ran: set[str] = set()
         #: Files that could not be written at the end of the session (one line each).
@@ -101,6 +103,7 @@ class RunSummary:
                 for t, o, old, new, om, nm in self.changes
             ],
             "disagreeing_streams": [{"test": t, "fingerprints": fps} for t, fps in self.disagreeing],
+            **({"repeat": [{"test": t, **f} for t, f in self.repeat]} if self.repeat else {}),
         }
 
     def add(self, nodeid: str, data: dict[str, Any]) -> None:
@@ -128,6 +131,8 @@ class RunSummary:
             )
             if entry not in self.changes:  # one line per test, however many of its calls changed
                 self.changes.append(entry)
+        for figures in data.get("repeat", []):
+            self.repeat.append((nodeid, figures))
         for chunks in data.get("disagreeing_streams", []):
             self.disagreeing.append((nodeid, chunks))
 
@@ -163,4 +168,32 @@ class RunSummary:
                 out.append(f"refresh all {len(drifted)} drifted tests with: {refresh_drifted_command(mode)}")
         for nodeid, chunks in self.disagreeing:
             out.append(f"stream chunks disagreed on the fingerprint in {nodeid}: {' / '.join(chunks)}")
+        out.extend(self.repeat_table())
         return out
+
+    def repeat_table(self) -> list[str]:
+        """The ``--seedrepro-repeat`` table: one row per repeated call."""
+        if not self.repeat:
+            return []
+        several = len(self.repeat) != len({nodeid for nodeid, _ in self.repeat})
+        rows = [("test", "seed", "identical", "distinct", "similarity", "fingerprints")]
+        for nodeid, f in self.repeat:
+            rows.append(
+                (
+                    f"{nodeid} call {f['call']}" if several else nodeid,
+                    str(f["seed"]),
+                    f"{f['identical']}/{f['n']}",
+                    str(f["distinct"]),
+                    f"{f['similarity']:.2f}",
+                    ", ".join(f["fingerprints"]) or "-",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [
+            f"repeat: each call sent {self.repeat[0][1]['n']} times; identical = answers equal to the first"
+        ]
+        for row in rows:
+            lines.append(
+                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            )
+        return lines

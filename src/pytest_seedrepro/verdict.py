@@ -20,6 +20,7 @@ under ``-W error``), never an INTERNALERROR.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,23 @@ def _policy(item: pytest.Item, state: TestState, change: FingerprintChange, call
     return item.config.stash[RUN_STATE].settings.on_fingerprint_change
 
 
+def _repeat_figures(item: pytest.Item, state: TestState) -> None:
+    from pytest_seedrepro import repeat
+
+    def similarity(call: Call) -> Callable[[str, str], float]:
+        def measure(a: str, b: str) -> float:
+            given = item.ihook.pytest_seedrepro_similarity(a=a, b=b, call=call)
+            return repeat.difflib_similarity(a, b) if given is None else float(given)
+
+        return measure
+
+    state.repeat_figures = [repeat.figures(call, similarity(call)) for call in state.calls if call.repeats]
+    if state.pins.min_identical is not None:
+        message = repeat.gate_message(item.nodeid, state.pins.min_identical, state.repeat_figures)
+        if message:
+            pytest.fail(message, pytrace=False)
+
+
 def problem_lines(nodeid: str, calls: list[Call]) -> list[str]:
     """One line per call that has no usable answer: the cause, and for a missing recording what to do."""
     return [f"seedrepro: {nodeid}: call {call.index}: {call.error}" for call in calls if call.error]
@@ -118,6 +136,9 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
         state.explain = id(body_error) in state.raised and bool(state.problems)
         return
     state.body_done = True
+    if item.config.stash[RUN_STATE].settings.repeat > 1:
+        _repeat_figures(item, state)  # the seed experiment: nothing is snapshotted or judged
+        return
     if state.snapshot is None:
         return  # syrupy's plugin is off: pinned, recorded and replayed, not judged
     assertion = state.snapshot
@@ -256,4 +277,5 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         ],
         "unpinned": sum(1 for c in state.calls if not c.pinned),
         "no_seed": sum(1 for c in state.calls if c.pinned and is_responses(c.endpoint)),
+        "repeat": [f.as_dict() for f in state.repeat_figures],
     }
