@@ -392,3 +392,51 @@ def test_rerecording_the_same_answers_leaves_the_recording_unchanged(suite: pyte
     assert second["texts"] == first["texts"] and second["replayed"] == [False]
     assert without_timings(second_text) == without_timings(first_text), "only the timings differ"
     assert second_text == first_text, "re-recording the same answers must not change the recording"
+
+
+REPEAT = """
+@pytest.mark.seed(11)
+@pytest.mark.min_identical(1.0)
+def test_story_repeated(seeded_llm, dump):
+    dump(seeded_llm, [story(seeded_llm)])
+"""
+
+#: The probe of the probe: a different seed on every send must show different answers.
+PROBE = """
+import itertools
+
+SEEDS = itertools.count(1)
+
+def pytest_seedrepro_request(body, item):
+    body["seed"] = next(SEEDS)
+"""
+
+
+def test_repeat_mode_finds_the_real_model_reproducible_under_a_pinned_seed(
+    suite: pytest.Pytester, record_property: Callable[[str, object], None]
+) -> None:
+    n = 5
+    suite.makepyfile(test_repeat=inner_module(REPEAT))
+    result = suite.runpytest("--seedrepro-mode=live", f"--seedrepro-repeat={n}", "--seedrepro-report=r.json")
+    result.assert_outcomes(passed=1)
+    (pinned,) = json.loads((suite.path / "r.json").read_text())["repeat"]
+    report(
+        record_property,
+        "repeat_pinned_seed",
+        f"identical {pinned['identical']}/{n}, distinct {pinned['distinct']}",
+    )
+    assert (pinned["n"], pinned["identical"], pinned["distinct"]) == (n, n, 1)
+    assert not (suite.path / "__snapshots__").exists() and not (suite.path / "cassettes").exists()
+
+    # Different seeds per send (a hook in the inner suite): the probe must see distinct outputs.
+    suite.makeconftest(CONFTEST + PROBE)
+    suite.makepyfile(test_repeat=inner_module(REPEAT.replace("@pytest.mark.min_identical(1.0)\n", "")))
+    result = suite.runpytest("--seedrepro-mode=live", f"--seedrepro-repeat={n}", "--seedrepro-report=r.json")
+    result.assert_outcomes(passed=1)
+    (varied,) = json.loads((suite.path / "r.json").read_text())["repeat"]
+    report(
+        record_property,
+        "repeat_varied_seeds",
+        f"identical {varied['identical']}/{n}, distinct {varied['distinct']}, similarity {varied['similarity']}",
+    )
+    assert varied["distinct"] >= n - 1 and varied["identical"] < n
