@@ -56,6 +56,9 @@ class Divergence:
     position: int | None = None
     #: For ``backend``: the change the policy applies to.
     change: FingerprintChange | None = None
+    #: The snapshot's entry and this run's, where both have the call.
+    old: Entry | None = None
+    new: Entry | None = None
 
 
 @dataclass
@@ -164,7 +167,12 @@ def judge(
                 for k in keys
             )
             judgement.divergence = Divergence(
-                "request", f"{where}: request parameters changed since the snapshot: {shown}", position
+                "request",
+                f"{where}: request parameters changed since the snapshot: {shown}",
+                position,
+                None,
+                old,
+                new,
             )
             return judgement
         old_fp, new_fp = identity(old), identity(new)
@@ -189,9 +197,14 @@ def judge(
                 f"{where}: the output changed but the fingerprint did not "
                 f"(snapshot: {old_fp}, this run: {new_fp}){model_note(change)}:\n{change.diff}",
                 position,
+                change,
+                old,
+                new,
             )
             return judgement
-        judgement.divergence = Divergence("backend", f"{where}: {fingerprint_note(change)}", position, change)
+        judgement.divergence = Divergence(
+            "backend", f"{where}: {fingerprint_note(change)}", position, change, old, new
+        )
         _consequences(judgement, paired[step + 1 :], index_of=index_of, position_of=position_of)
         return judgement
     return judgement

@@ -37,6 +37,8 @@ class Settings:
     base_url: str | None
     cassette_dir: str
     report_file: str | None = None
+    #: ``--seedrepro-html``: the self-contained HTML report to write.
+    html_file: str | None = None
     #: ``--seedrepro-only-drifted``: run only the tests that drifted in the last run.
     only_drifted: bool = False
     #: ``--seedrepro-repeat``: how many times each call is sent (1: once, the usual).
@@ -134,6 +136,14 @@ def add_options(parser: pytest.Parser) -> None:
     _add(
         parser,
         group,
+        "seedrepro_html",
+        "PATH",
+        "write a self-contained HTML drift report (verdicts, fingerprints old -> new, outputs side by "
+        "side with a word diff) to this file (default: none)",
+    )
+    _add(
+        parser,
+        group,
         "seedrepro_repeat",
         "N",
         "send every call of every seeded_llm test N times (N >= 2, with --seedrepro-mode=live only) and "
@@ -215,6 +225,7 @@ def resolve(config: pytest.Config) -> Settings:
         _check_url(*base_url)
     cassette_dir = _raw(config, "seedrepro_cassette_dir")
     report_file = _raw(config, "seedrepro_report")
+    html_file = _raw(config, "seedrepro_html")
     mode = _choice(config, "seedrepro_mode", MODES, DEFAULT_MODE, MODE_ENV_VAR)
     only_drifted = bool(
         config.getoption("seedrepro_only_drifted", default=None) or config.getini("seedrepro_only_drifted")
@@ -250,5 +261,6 @@ def resolve(config: pytest.Config) -> Settings:
         base_url=base_url[0] if base_url else None,
         cassette_dir=cassette_dir[0] if cassette_dir else DEFAULT_CASSETTE_DIR,
         report_file=report_file[0] if report_file else None,
+        html_file=html_file[0] if html_file else None,
         only_drifted=only_drifted,
     )

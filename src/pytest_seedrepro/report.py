@@ -35,6 +35,8 @@ class RunSummary:
         #: (nodeid, outcome, old, new, old_model, new_model)
         self.changes: list[tuple[str, str, Any, Any, Any, Any]] = []
         self.disagreeing: list[tuple[str, list[str]]] = []
+        #: Every seeded_llm test's data, for the HTML report.
+        self.rows: list[tuple[str, dict[str, Any]]] = []
         #: ``--seedrepro-repeat`` figures: (nodeid, figures dict), one per repeated call.
         self.repeat: list[tuple[str, dict[str, Any]]] = []
         #: The seeded_llm tests that ran (their call phase), for --seedrepro-only-drifted.
@@ -66,15 +68,29 @@ class RunSummary:
         Runs after syrupy's own session finish (which is ``tryfirst`` and writes
         the snapshots), so a snapshot that could not be written fails the run here.
         """
-        path = self.config.stash[RUN_STATE].settings.report_file
-        if path is not None and not hasattr(self.config, "workerinput"):
-            target = Path(path)
-            if not target.is_absolute():
-                target = self.config.invocation_params.dir / target
-            try:
-                write_atomically(target, json.dumps(self.as_dict(), indent=2) + "\n", what="the report")
-            except NotWritten as exc:
-                UNWRITTEN.append(str(exc))
+        settings = self.config.stash[RUN_STATE].settings
+        if not hasattr(self.config, "workerinput"):
+            if settings.report_file is not None:
+                self._write(settings.report_file, json.dumps(self.as_dict(), indent=2) + "\n", "the report")
+            if settings.html_file is not None:
+                from pytest_seedrepro import html_report
+
+                page = html_report.render(
+                    settings={
+                        "mode": settings.mode,
+                        "default_seed": settings.default_seed,
+                        "on_fingerprint_change": settings.on_fingerprint_change,
+                    },
+                    totals={
+                        "replayed": self.replayed,
+                        "live": self.live,
+                        "tokens": self.tokens,
+                        "fingerprints": dict(self.fingerprints),
+                    },
+                    tests=self.rows,
+                    repeat=self.repeat,
+                )
+                self._write(settings.html_file, page, "the HTML report")
         if not hasattr(self.config, "workerinput"):
             from pytest_seedrepro import drift
 
@@ -85,6 +101,15 @@ class RunSummary:
             UNWRITTEN.clear()
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write(self, path: str, text: str, what: str) -> None:
+        target = Path(path)
+        if not target.is_absolute():
+            target = self.config.invocation_params.dir / target
+        try:
+            write_atomically(target, text, what=what)
+        except NotWritten as exc:
+            UNWRITTEN.append(str(exc))
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as JSON-able data (the ``--seedrepro-report`` file)."""
@@ -110,6 +135,7 @@ class RunSummary:
         """Fold one test's data in."""
         self.tests += 1
         self.ran.add(nodeid)
+        self.rows.append((nodeid, data))
         self.replayed += int(data.get("replayed", 0))
         self.live += int(data.get("live", 0))
         self.tokens += int(data.get("tokens", 0))

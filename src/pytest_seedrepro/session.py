@@ -83,6 +83,8 @@ class TestState:
     explain: bool = False
     #: The body ran to its end (or the verdict's judgement): the test's files may be written.
     body_done: bool = False
+    #: The first divergence from the snapshot, as data (``verdict._divergence_view``), for the reports.
+    divergence: dict[str, Any] | None = None
     #: ``--seedrepro-repeat``: the figures of each repeated call (``repeat.RepeatFigures``).
     repeat_figures: list[Any] = field(default_factory=list)
     #: Per-test HTTP clients to close when the test ends.

@@ -208,6 +208,8 @@ def _judge(
     )
     state.fingerprint_changes.extend(found.noted)
     divergence = found.divergence
+    if divergence is not None:
+        state.divergence = _divergence_view(divergence, found.consequences)
     if divergence is None:
         return
     if divergence.kind != "backend":
@@ -228,6 +230,23 @@ def _judge(
         state.keep_files = True
         pytest.skip(message)
     warnings.warn(SeedReproFingerprintWarning(message), stacklevel=1)
+
+
+def _divergence_view(divergence: judgement.Divergence, consequences: list[str]) -> dict[str, Any]:
+    """The first divergence as JSON-able data, for the HTML report (it travels on the report under xdist)."""
+    old, new = divergence.old or {}, divergence.new or {}
+    return {
+        "kind": divergence.kind,
+        "call": divergence.change.index if divergence.change else divergence.position,
+        "message": divergence.message.split("\n", 1)[0],
+        "old_output": old.get("output"),
+        "new_output": new.get("output"),
+        "old_fingerprint": judgement.identity(old) if old else None,
+        "new_fingerprint": judgement.identity(new) if new else None,
+        "old_model": old.get("response_model"),
+        "new_model": new.get("response_model"),
+        "consequences": consequences,
+    }
 
 
 def _change_message(nodeid: str, change: FingerprintChange, consequences: list[str], mode: str) -> str:
@@ -278,4 +297,19 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         "unpinned": sum(1 for c in state.calls if not c.pinned),
         "no_seed": sum(1 for c in state.calls if c.pinned and is_responses(c.endpoint)),
         "repeat": [f.as_dict() for f in state.repeat_figures],
+        "seed": state.calls[0].seed if state.calls else state.pins.seed,
+        "params": state.pins.params,
+        "models": sorted({c.model for c in calls if c.model}),
+        "verdict": _verdict_name(state, report),
+        "divergence": state.divergence,
     }
+
+
+def _verdict_name(state: TestState, report: pytest.TestReport) -> str:
+    """One word for the report: passed, failed, skipped, regression, drift-skipped/-warned/-failed."""
+    drifted = [c.outcome for c in state.fingerprint_changes if c.outcome in POLICIES]
+    if drifted:
+        return {"skip": "drift-skipped", "warn": "drift-warned", "fail": "drift-failed"}[drifted[0]]
+    if report.failed and state.divergence is not None and state.divergence["kind"] == "output":
+        return "regression"
+    return str(report.outcome)
