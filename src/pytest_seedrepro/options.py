@@ -209,16 +209,23 @@ def _check_url(value: str, source: str) -> None:
         raise pytest.UsageError(f"{source}: {value!r}: {exc}") from None
 
 
+def _integer(config: pytest.Config, name: str, default: int, what: str, *, minimum: int | None = None) -> int:
+    found = _raw(config, name)
+    if found is None:
+        return default
+    value, source = found
+    try:
+        number = int(value, 10)
+    except ValueError:
+        number = None
+    if number is None or (minimum is not None and number < minimum):
+        raise pytest.UsageError(f"{source}: {value!r} is not {what}")
+    return number
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Read every option once, validating as it goes."""
-    seed = DEFAULT_SEED
-    found = _raw(config, "seedrepro_seed")
-    if found is not None:
-        value, source = found
-        try:
-            seed = int(value, 10)
-        except ValueError:
-            raise pytest.UsageError(f"{source}: {value!r} is not an integer seed") from None
+    seed = _integer(config, "seedrepro_seed", DEFAULT_SEED, "an integer seed")
     model = _raw(config, "seedrepro_model")
     base_url = _raw(config, "seedrepro_base_url")
     if base_url is not None:
@@ -237,21 +244,12 @@ def resolve(config: pytest.Config) -> Settings:
             "--seedrepro-only-drifted refreshes the tests that drifted: use it with "
             "--seedrepro-mode=rerecord (or live) and --snapshot-update"
         )
-    repeat = 1
-    found = _raw(config, "seedrepro_repeat")
-    if found is not None:
-        value, source = found
-        try:
-            repeat = int(value, 10)
-        except ValueError:
-            repeat = 0
-        if repeat < 2:
-            raise pytest.UsageError(f"{source}: {value!r} is not a whole number of sends >= 2")
-        if mode != "live":
-            raise pytest.UsageError(
-                f"{source} sends every call {repeat} times to the API: use it with --seedrepro-mode=live "
-                f"(this run's mode is {mode})"
-            )
+    repeat = _integer(config, "seedrepro_repeat", 1, "a whole number of sends >= 2", minimum=2)
+    if repeat > 1 and mode != "live":
+        raise pytest.UsageError(
+            f"--seedrepro-repeat sends every call {repeat} times to the API: use it with "
+            f"--seedrepro-mode=live (this run's mode is {mode})"
+        )
     return Settings(
         mode=mode,
         repeat=repeat,
