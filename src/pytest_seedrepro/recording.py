@@ -10,6 +10,7 @@ This module imports vcrpy, so only the fixture imports it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import vcr
+import vcr.patch
 from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
@@ -240,9 +242,24 @@ def watch_replays(cassette: Any, on_replay: Callable[[], None]) -> None:
     cassette.play_response = play_response
 
 
+def _skip_patchers() -> dict[str, Any]:
+    # The plugin records the openai SDK, which speaks httpx (1.x/2.x) or httpx2
+    # (3.x): building vcrpy's patchers for requests, urllib3, aiohttp, boto3...
+    # on every test costs more than the rest of entering a cassette. vcrpy
+    # 9.4 has skip_patchers; older releases patch everything, as before.
+    if "skip_patchers" not in inspect.signature(vcr.VCR.__init__).parameters:
+        return {}
+    names = getattr(vcr.patch, "PATCHER_NAMES", ())
+    return {"skip_patchers": tuple(name for name in names if name not in ("httpx", "httpx2"))}
+
+
+_SKIP_PATCHERS = _skip_patchers()
+
+
 def open_cassette(recording: Recording, mode: str) -> Any:
     """A vcrpy ``use_cassette`` context for one test."""
     recorder = vcr.VCR(
+        **_SKIP_PATCHERS,
         record_mode=RECORD_MODES[mode],
         # vcrpy's default match_on ignores the body: a changed seed or prompt
         # would silently replay another request's answer.

@@ -158,12 +158,11 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
     current = snapshots.number_tool_calls(
         [snapshot_entry(item, call) for call in ordered], [i for call in ordered for i in call.tool_call_ids]
     )
-    rendered = snapshots.render(item.nodeid, current)
     if assertion.update_snapshots:
-        state.snapshot_value = rendered  # syrupy writes it when it differs
+        state.snapshot_value = snapshots.render(item.nodeid, current)  # syrupy writes it when it differs
         return
     if stored_text is None:
-        state.snapshot_value = rendered  # counted by syrupy as a missing snapshot
+        state.snapshot_value = snapshots.render(item.nodeid, current)  # syrupy counts it as missing
         pytest.fail(
             f"seedrepro: {item.nodeid}: no snapshot yet ({location}); run with --snapshot-update to write it",
             pytrace=False,
@@ -178,7 +177,7 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
         )
     if message:
         pytest.fail(message, pytrace=False)
-    _judge(item, state, stored, current, rendered)
+    _judge(item, state, stored, current)
 
 
 def _judge(
@@ -186,7 +185,6 @@ def _judge(
     state: TestState,
     stored: list[dict[str, Any]],
     current: list[dict[str, Any]],
-    rendered: str,
 ) -> None:
     nodeid = item.nodeid
     ordered = in_files_order(state.calls)
@@ -213,7 +211,9 @@ def _judge(
     if divergence is None:
         return
     if divergence.kind != "backend":
-        state.snapshot_value = rendered  # syrupy counts it as a failed snapshot; nothing is written
+        # syrupy counts it as a failed snapshot; nothing is written. Rendered only
+        # here: a passing test compares data, it never needs the text.
+        state.snapshot_value = snapshots.render(nodeid, current)
         pytest.fail(
             f"seedrepro: {nodeid}: {divergence.message}\n"
             f"If the new output is right: pytest --snapshot-update '{nodeid}'",
