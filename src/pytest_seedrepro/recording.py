@@ -10,16 +10,16 @@ This module imports vcrpy, so only the fixture imports it.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import vcr
-import vcr.patch
+from vcr.cassette import Cassette
 from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
@@ -242,34 +242,105 @@ def watch_replays(cassette: Any, on_replay: Callable[[], None]) -> None:
     cassette.play_response = play_response
 
 
-def _skip_patchers() -> dict[str, Any]:
-    # The plugin records the openai SDK, which speaks httpx (1.x/2.x) or httpx2
-    # (3.x): building vcrpy's patchers for requests, urllib3, aiohttp, boto3...
-    # on every test costs more than the rest of entering a cassette. vcrpy
-    # 9.4 has skip_patchers; older releases patch everything, as before.
-    if "skip_patchers" not in inspect.signature(vcr.VCR.__init__).parameters:
-        return {}
-    names = getattr(vcr.patch, "PATCHER_NAMES", ())
-    return {"skip_patchers": tuple(name for name in names if name not in ("httpx", "httpx2"))}
+def _recorder(mode: str) -> Any:
+    """vcrpy's configuration for ``mode`` (built once per mode and process)."""
+    recorder = _RECORDERS.get(mode)
+    if recorder is None:
+        recorder = _RECORDERS[mode] = vcr.VCR(
+            record_mode=RECORD_MODES[mode],
+            # vcrpy's default match_on ignores the body: a changed seed or prompt
+            # would silently replay another request's answer.
+            match_on=_MATCH_ON,
+            before_record_request=_scrub_request,
+            before_record_response=_scrub_response,
+            decode_compressed_response=True,
+        )
+    return recorder
 
 
-_SKIP_PATCHERS = _skip_patchers()
+_RECORDERS: dict[str, Any] = {}
+#: vcrpy's per-cassette options that its context manager keeps for itself.
+_NOT_CASSETTE_OPTIONS = ("path_transformer", "func_path_generator", "record_on_exception")
 
 
-def open_cassette(recording: Recording, mode: str) -> Any:
-    """A vcrpy ``use_cassette`` context for one test."""
-    recorder = vcr.VCR(
-        **_SKIP_PATCHERS,
-        record_mode=RECORD_MODES[mode],
-        # vcrpy's default match_on ignores the body: a changed seed or prompt
-        # would silently replay another request's answer.
-        match_on=_MATCH_ON,
-        before_record_request=_scrub_request,
-        before_record_response=_scrub_response,
-        decode_compressed_response=True,
-    )
-    recorder.register_persister(recording)
-    return recorder.use_cassette(str(recording.path))
+class _RunningCassette:
+    """Stands for the running test's cassette in vcrpy's patches, which are built once per process.
+
+    vcrpy builds its patches (replacement transport methods bound to one
+    cassette) on every ``use_cassette``: more than half of entering a cassette.
+    Here they are built once, bound to this stand-in, and each test only sets
+    the cassette it stands for and switches the replacement methods in and
+    out, which is a few attribute assignments.
+    """
+
+    def __init__(self) -> None:
+        self.cassette: Any = None
+        self._swaps: list[tuple[Any, str, Any]] | None = None
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["cassette"], name)
+
+    # vcrpy's messages use these; dunder methods skip __getattr__.
+    def __len__(self) -> int:
+        return len(self.cassette)
+
+    def __contains__(self, request: Any) -> bool:
+        return request in self.cassette
+
+    def __str__(self) -> str:
+        return str(self.cassette)
+
+    def _replacements(self) -> list[tuple[Any, str, Any]]:
+        if self._swaps is None:
+            from vcr.patch import CassettePatcherBuilder
+
+            # Only the httpx flavours: the openai SDK speaks httpx (1.x/2.x) or
+            # httpx2 (3.x); requests, urllib3, aiohttp... are not ours to record.
+            builder = CassettePatcherBuilder(self)
+            patchers = [*_patchers(builder, "_httpx"), *_patchers(builder, "_httpx2")]
+            self._swaps = [(p.getter(), p.attribute, p.new) for p in patchers]
+        return self._swaps
+
+    def enter(self, cassette: Any) -> None:
+        self.cassette = cassette
+        self._originals = []
+        for target, attribute, new in self._replacements():
+            self._originals.append((target, attribute, target.__dict__.get(attribute, _MISSING)))
+            setattr(target, attribute, new)
+
+    def leave(self) -> None:
+        for target, attribute, original in reversed(self._originals):
+            if original is _MISSING:
+                delattr(target, attribute)
+            else:
+                setattr(target, attribute, original)
+        self._originals = []
+        self.cassette = None
+
+
+_MISSING = object()
+_RUNNING = _RunningCassette()
+
+
+def _patchers(builder: Any, group: str) -> list[Any]:
+    build = getattr(builder, group, None)
+    return list(build()) if build is not None else []
+
+
+@contextmanager
+def open_cassette(recording: Recording, mode: str) -> Iterator[Any]:
+    """Load the test's cassette and route httpx traffic through it until the block ends."""
+    config = _recorder(mode).get_merged_config(path=str(recording.path), persister=recording)
+    for name in _NOT_CASSETTE_OPTIONS:
+        config.pop(name, None)
+    cassette = Cassette.load(**config)
+    _RUNNING.enter(cassette)
+    try:
+        yield cassette
+    finally:
+        _RUNNING.leave()
+        cassette._save()  # vcrpy's own exit step; the Recording keeps it until the test is over
 
 
 def missing_recording_error(exc: BaseException) -> CannotOverwriteExistingCassetteException | None:
