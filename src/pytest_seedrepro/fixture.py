@@ -262,11 +262,11 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         intercept.install()
         run.sdk_patched = True
         replaying = settings.mode == "replay"
-        intercept.activate(
-            intercept.ActiveTest(
-                state.calls, prepare_body, on_error, retries=not replaying, repeat=settings.repeat
-            )
+        active = intercept.ActiveTest(
+            state.calls, prepare_body, on_error, retries=not replaying, repeat=settings.repeat
         )
+        state.settle = active.settle
+        intercept.activate(active)
         stack.callback(intercept.activate, None)
         yield SeededLLM(run, state, api_key)
 

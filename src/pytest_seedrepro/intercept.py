@@ -56,6 +56,8 @@ class ActiveTest:
         repeat: int = 1,
     ) -> None:
         self.calls = calls
+        #: Streams being read; ``settle()`` parses those the code under test left unfinished.
+        self.open_streams: list[_StreamSink] = []
         #: ``--seedrepro-repeat``: each read call is sent this many times in all.
         self.repeat = repeat
         self._retries = retries
@@ -118,6 +120,16 @@ class ActiveTest:
 
     def repeat_failed(self, call: Call, number: int, exc: BaseException) -> None:
         call.error = call.error or f"repeat {number} of {self.repeat} failed: {type(exc).__name__}: {exc}"
+
+    def settle(self) -> None:
+        """Parse what arrived of every stream the code under test neither read to its end nor closed.
+
+        An older SDK that meets an event it cannot parse raises without closing
+        the stream: what arrived must still be judged.
+        """
+        for sink in self.open_streams:
+            sink.finish(ended=False)
+        self.open_streams.clear()
 
     def call_for(self, options: FinalRequestOptions) -> Call | None:
         key = options.idempotency_key
@@ -263,6 +275,8 @@ def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_as
     httpx_module = http_module(type(response))
     encoding = response.headers.get("content-encoding", "")
     sink = _StreamSink(call, encoding)
+    if test is not None:
+        test.open_streams.append(sink)
     inner = response.stream
     base = httpx_module.AsyncByteStream if is_async else httpx_module.SyncByteStream
     response.stream = _tee_class(base, is_async)(inner, sink)

@@ -331,9 +331,11 @@ def _patchers(builder: Any, group: str) -> list[Any]:
 @contextmanager
 def open_cassette(recording: Recording, mode: str) -> Iterator[Any]:
     """Load the test's cassette and route httpx traffic through it until the block ends."""
-    config = _recorder(mode).get_merged_config(path=str(recording.path), persister=recording)
+    config = _recorder(mode).get_merged_config(path=str(recording.path))
     for name in _NOT_CASSETTE_OPTIONS:
         config.pop(name, None)
+    # Set here, not through get_merged_config: vcrpy 8 ignores a persister passed there.
+    config["persister"] = recording
     cassette = Cassette.load(**config)
     _RUNNING.enter(cassette)
     try:

@@ -87,6 +87,8 @@ class TestState:
     divergence: dict[str, Any] | None = None
     #: ``--seedrepro-repeat``: the figures of each repeated call (``repeat.RepeatFigures``).
     repeat_figures: list[Any] = field(default_factory=list)
+    #: Parses the streams the code under test left unfinished (``intercept.ActiveTest.settle``).
+    settle: Any = None
     #: Per-test HTTP clients to close when the test ends.
     closers: list[Any] = field(default_factory=list)
 

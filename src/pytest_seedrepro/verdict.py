@@ -127,6 +127,8 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
     state = item.stash.get(TEST_STATE, None)
     if state is None:
         return
+    if state.settle is not None:
+        state.settle()
     state.problems = problem_lines(item.nodeid, state.calls)
     if body_error is not None or state.problems:
         # Nothing of a failed test is written, and its snapshot stays as it is.

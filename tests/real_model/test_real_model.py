@@ -430,7 +430,9 @@ def test_repeat_mode_finds_the_real_model_reproducible_under_a_pinned_seed(
 
     # Different seeds per send (a hook in the inner suite): the probe must see distinct outputs.
     suite.makeconftest(CONFTEST + PROBE)
-    suite.makepyfile(test_repeated_story=inner_module(REPEAT.replace("@pytest.mark.min_identical(1.0)\n", "")))
+    suite.makepyfile(
+        test_repeated_story=inner_module(REPEAT.replace("@pytest.mark.min_identical(1.0)\n", ""))
+    )
     result = suite.runpytest("--seedrepro-mode=live", f"--seedrepro-repeat={n}", "--seedrepro-report=r.json")
     result.assert_outcomes(passed=1)
     (varied,) = json.loads((suite.path / "r.json").read_text())["repeat"]
