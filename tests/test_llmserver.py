@@ -374,7 +374,7 @@ def test_malformed_body_is_a_400(llm_server: LLMServer, client: openai.OpenAI) -
 
 #: openai < 1.66 (the floor is 1.55.3) has no Responses API in the SDK.
 needs_responses_api = pytest.mark.skipif(
-    not hasattr(openai.resources, "Responses"), reason="this openai SDK has no Responses API"
+    not hasattr(openai.OpenAI, "responses"), reason="this openai SDK has no Responses API"
 )
 
 

@@ -247,7 +247,7 @@ def test_client_built_outside_a_seeded_test_is_left_alone(
     assert [b.get("seed") for b in bodies] == [None, 1234]
 
 
-@pytest.mark.skipif(not hasattr(openai.resources, "Responses"), reason="this openai SDK has no Responses API")
+@pytest.mark.skipif(not hasattr(openai.OpenAI, "responses"), reason="this openai SDK has no Responses API")
 def test_calls_hold_parameters_output_fingerprint_usage_in_issue_order(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
