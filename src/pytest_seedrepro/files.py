@@ -47,7 +47,7 @@ def write_atomically(target: Path, text: str, *, what: str) -> None:
         _remove_stale_temps(target)
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise NotWritten(f"cannot write {what} {target}: {_reason(exc)}") from None
+        raise NotWritten(f"cannot write {what} {target}: {_reason(exc, target)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -55,14 +55,30 @@ def write_atomically(target: Path, text: str, *, what: str) -> None:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise NotWritten(f"cannot write {what} {target}: {_reason(exc)}") from None
+            raise NotWritten(f"cannot write {what} {target}: {_reason(exc, target)}") from None
         raise
 
 
-def _reason(exc: OSError) -> str:
+def _reason(exc: OSError, target: Path) -> str:
     if isinstance(exc, NotADirectoryError | FileExistsError):
-        return f"{exc.strerror} (a file stands where a directory should be: move or delete it)"
+        return _in_the_way(target)
     return exc.strerror or str(exc)
+
+
+def _in_the_way(path: Path) -> str:
+    """Which file stands where a directory of ``path`` should be, and what to do."""
+    blocker = next((parent for parent in path.parents if parent.is_file()), None)
+    if blocker is None:
+        return "a file stands where a directory of its path should be (move or delete it)"
+    return f"a file stands where a directory should be: {blocker} (move or delete it)"
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parser's error in one line, with where it is: ``line 3, column 5: found ...``."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def read_text(path: Path, *, what: str) -> str | None:
@@ -76,10 +92,7 @@ def read_text(path: Path, *, what: str) -> str | None:
     except FileNotFoundError:
         return None
     except NotADirectoryError:
-        raise UnreadableFile(
-            f"cannot read {what} {path}: a file stands where a directory of its path should be "
-            "(move or delete it)"
-        ) from None
+        raise UnreadableFile(f"cannot read {what} {path}: {_in_the_way(path)}") from None
     except IsADirectoryError:
         raise UnreadableFile(f"cannot read {what} {path}: it is a directory (move or delete it)") from None
     except UnicodeDecodeError as exc:

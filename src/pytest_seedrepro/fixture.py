@@ -225,7 +225,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                 return replacement
         # An API error (429, 5xx, timeout, connection) or a broken answer: the
         # test fails with the cause, and nothing of this test is written.
-        call.error = call.error or _describe_error(exc)
+        call.error = call.error or _not_json(call.request, exc) or _describe_error(exc)
         return None
 
     with ExitStack() as stack:
@@ -280,6 +280,30 @@ def _describe_error(exc: BaseException) -> str:
     if root is not exc and str(root) not in text:
         text += f" ({type(root).__name__}: {root})"
     return text
+
+
+def _not_json(body: Any, exc: BaseException) -> str | None:
+    """For a body the SDK could not serialise, the first value that is not JSON, by its path."""
+    if not isinstance(exc, TypeError) or "JSON serializable" not in str(exc):
+        return None
+
+    def leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield from leaves(inner, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list | tuple):
+            for index, inner in enumerate(value):
+                yield from leaves(inner, f"{path}[{index}]")
+        elif not isinstance(value, str | int | float | bool | type(None)):
+            yield path, value
+
+    for path, value in leaves(body, ""):
+        if type(value).__name__ in str(exc):  # "Object of type Decimal is not JSON serializable"
+            return (
+                f"the request body is not JSON: {path} is {value!r} ({type(value).__name__}); "
+                "pass a JSON value (str, number, bool, None, list, dict)"
+            )
+    return None
 
 
 def _error_message(exc: BaseException) -> str:

@@ -205,8 +205,11 @@ def _check_url(value: str, source: str) -> None:
         )
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError as exc:
-        raise pytest.UsageError(f"{source}: {value!r}: {exc}") from None
+    except ValueError:
+        raise pytest.UsageError(
+            f"{source}: {value!r} has a port that is not a number from 0 to 65535; give the API's "
+            "base URL, e.g. http://127.0.0.1:8080/v1 or https://api.openai.com/v1"
+        ) from None
 
 
 def _integer(config: pytest.Config, name: str, default: int, what: str, *, minimum: int | None = None) -> int:

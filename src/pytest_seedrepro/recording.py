@@ -25,7 +25,7 @@ from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
 
 from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error, sse_payload
-from pytest_seedrepro.files import UnreadableFile, read_text, write_atomically
+from pytest_seedrepro.files import UnreadableFile, read_text, write_atomically, yaml_problem
 from pytest_seedrepro.options import record_command
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
@@ -102,10 +102,15 @@ class Recording:
         try:
             return deserialize(text, serializer)
         except Exception as exc:  # yaml errors, a foreign or truncated file, an old format
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CorruptRecording(
-                f"cannot read the recording {path}: not a vcrpy cassette ({type(exc).__name__}: {first_line})"
-            ) from None
+            from yaml import YAMLError  # vcrpy's serializer is PyYAML's
+
+            if isinstance(exc, YAMLError):
+                cause = f"not valid YAML ({yaml_problem(exc)})"
+            elif isinstance(exc, ValueError):  # vcrpy's own words: an old format, an unknown tag
+                cause = f"not a vcrpy cassette ({yaml_problem(exc)})"
+            else:  # valid YAML of another shape: a list, a snapshot copied over it
+                cause = "not a vcrpy cassette (expected a mapping with an 'interactions' list)"
+            raise CorruptRecording(f"cannot read the recording {path}: {cause}") from None
 
     def save_cassette(
         self, cassette_path: str | Path, cassette_dict: dict[str, Any], serializer: Any
@@ -368,9 +373,15 @@ def describe_missing(
     base URL is not mistaken for a request that needs recording (and money).
     """
     record = record_command(nodeid)
-    head = f"POST {call.endpoint} (seed={call.seed}, model={call.request.get('model')})"
+    seed = "" if call.seed is None else f"seed={call.seed}, "  # the Responses API takes none
+    head = f"POST {call.endpoint} ({seed}model={call.request.get('model')})"
     if not path.exists():
         return f"{head} has no recording: no file {path}. Record it with: {record}"
+    if _is_empty(path):
+        return (
+            f"{head} has no recording: {path} is empty (vcrpy treats an empty cassette as a missing one). "
+            f"Record it with: {record}"
+        )
     failed = getattr(refusal, "failed_request", None)
     try:
         similar = refusal.cassette.find_requests_with_most_matches(failed) if failed is not None else []
@@ -397,6 +408,13 @@ def describe_missing(
         f"{head}: every matching recording in {path} was already replayed (the test makes this call "
         f"more often than when it was recorded). Record it with: {record}"
     )
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return not path.read_bytes().strip()
+    except OSError:
+        return False
 
 
 def _origin(request: Any) -> str:

@@ -20,7 +20,7 @@ from syrupy.data import SnapshotCollection
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
-from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
+from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically, yaml_problem
 from pytest_seedrepro.options import refresh_command
 
 #: Request keys that change how an answer is delivered, not what it says.
@@ -166,8 +166,14 @@ def parse(text: str, location: str) -> list[dict[str, Any]]:
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        raise CorruptSnapshot(f"{location}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise CorruptSnapshot(f"{location}: not valid YAML ({yaml_problem(exc)})") from None
+    if data is None:
+        raise CorruptSnapshot(f"{location}: the file is empty")
     calls = data.get("calls") if isinstance(data, dict) else None
+    if isinstance(data, dict) and "calls" in data and not isinstance(calls, list):
+        raise CorruptSnapshot(
+            f"{location}: 'calls' should be a list, got {type(calls).__name__} {_shorten(calls)}"
+        )
     if not isinstance(calls, list):
         raise CorruptSnapshot(
             f"{location}: expected a mapping with a 'calls' list (not a seedrepro snapshot)"
