@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import openai
 import pytest
 import yaml
 
@@ -789,6 +790,8 @@ def test_a_bad_input_is_one_readable_line_and_loses_nothing(
     server: LLMServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if "responses-api" in case.id and not hasattr(openai.OpenAI, "responses"):
+        pytest.skip("this openai SDK has no Responses API (openai < 1.66)")
     pytester = make_suite(server.base_url)
     for step in case.setup:
         step(Ctx(pytester, monkeypatch))
