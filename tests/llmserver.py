@@ -51,6 +51,7 @@ __all__ = [
     "generate_text",
     "llm_server",
     "running_server",
+    "value_for_schema",
 ]
 
 JSONObject = dict[str, Any]
@@ -158,6 +159,47 @@ def generate_text(
             parts.append("\n" if index % LINE_WORDS == 0 else " ")
         parts.append(rng.choice(VOCABULARY))
     return "".join(parts)
+
+
+def value_for_schema(schema: Any, words: list[str], defs: Mapping[str, Any] | None = None) -> Any:
+    """A value valid for a JSON schema (the subset pydantic and OpenAI tools use), drawn from ``words``.
+
+    Deterministic: the same words give the same value, so tool arguments and structured answers change
+    exactly when the generated text does (another seed, prompt or ``variant``).
+    """
+    defs = defs if defs is not None else (schema.get("$defs") or schema.get("definitions") or {})
+    if not isinstance(schema, Mapping):
+        return words[0] if words else "x"
+    if "$ref" in schema:
+        return value_for_schema(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), words, defs)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [o for o in schema[key] if not (isinstance(o, Mapping) and o.get("type") == "null")]
+            return value_for_schema(options[0] if options else {}, words, defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    word = words[0] if words else "x"
+    if kind == "string":
+        return " ".join(words[:2]) or word
+    if kind == "integer":
+        return len(word)
+    if kind == "number":
+        return len(word) / 2
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [value_for_schema(schema.get("items", {}), words, defs)]
+    properties = schema.get("properties") or {}
+    value: JSONObject = {}
+    for index, (name, sub) in enumerate(properties.items()):
+        rotated = words[index:] + words[:index]
+        value[name] = value_for_schema(sub, rotated, defs)
+    return value
 
 
 def _word_count(max_tokens: int | None) -> int:
@@ -627,7 +669,7 @@ class LLMServer:
             seed=seed,
             model=model,
             temperature=temperature,
-            messages=messages,
+            messages=_without_tool_call_ids(messages),
             max_tokens=max_tokens,
             variant=settings.variant,
         )
@@ -636,8 +678,15 @@ class LLMServer:
         answer_model = settings.model_override or model
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+        tool_calls = _tool_calls_for(body, messages, text)
+        if tool_calls is not None:
+            finish_reason = "tool_calls"
+        content: str | None = None if tool_calls is not None else _structured(body, text)
 
         if not body.get("stream"):
+            message: JSONObject = {"role": "assistant", "content": content, "refusal": None}
+            if tool_calls is not None:
+                message["tool_calls"] = tool_calls
             completion: JSONObject = {
                 "id": completion_id,
                 "object": "chat.completion",
@@ -646,7 +695,7 @@ class LLMServer:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": message,
                         "logprobs": None,
                         "finish_reason": finish_reason,
                     }
@@ -674,8 +723,24 @@ class LLMServer:
         def choice(delta: JSONObject, finish: str | None = None) -> JSONObject:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
-        chunks = [chunk([choice({"role": "assistant", "content": ""})])]
-        chunks += [chunk([choice({"content": piece})]) for piece in _split_words_keeping_separators(text)]
+        if tool_calls is not None:
+            chunks = [chunk([choice({"role": "assistant", "content": None})])]
+            for index, call in enumerate(tool_calls):
+                head = {"index": index, "id": call["id"], "type": "function"}
+                head["function"] = {"name": call["function"]["name"], "arguments": ""}
+                chunks.append(chunk([choice({"tool_calls": [head]})]))
+                arguments = call["function"]["arguments"]
+                cut = max(1, len(arguments) // 2)
+                for piece in (arguments[:cut], arguments[cut:]):
+                    chunks.append(
+                        chunk([choice({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})])
+                    )
+        else:
+            assert content is not None
+            chunks = [chunk([choice({"role": "assistant", "content": ""})])]
+            chunks += [
+                chunk([choice({"content": piece})]) for piece in _split_words_keeping_separators(content)
+            ]
         chunks.append(chunk([choice({}, finish_reason)]))
         if include_usage:
             usage_chunk = chunk([])
@@ -872,6 +937,70 @@ class LLMServer:
                 raise _AbortConnection
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         handler.wfile.write(b"0\r\n\r\n")
+
+
+def _tool_calls_for(body: JSONObject, messages: list[Any], text: str) -> list[JSONObject] | None:
+    """Tool calls to answer with, or None for a text answer.
+
+    With ``tools`` (and ``tool_choice`` not "none"), the model calls a tool until the conversation
+    holds a tool result: the named ``tool_choice`` function, else the first tool, or one call to each
+    tool when there are several and ``parallel_tool_calls`` is not false. Ids are fresh on every
+    answer, as OpenAI's are; the arguments are a pure function of the generated text.
+    """
+    tools = [
+        t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    ]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+        return None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        tools = [t for t in tools if t["function"].get("name") == choice["function"].get("name")] or tools[:1]
+    elif len(tools) < 2 or body.get("parallel_tool_calls") is False:
+        tools = tools[:1]
+    words = text.split()
+    calls = []
+    for index, tool in enumerate(tools):
+        arguments = value_for_schema(tool["function"].get("parameters") or {}, words[index:] + words[:index])
+        calls.append(
+            {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": tool["function"].get("name"), "arguments": json.dumps(arguments)},
+            }
+        )
+    return calls
+
+
+def _without_tool_call_ids(messages: list[Any]) -> list[Any]:
+    """The conversation without the random tool call ids: answers depend on what was said, not on ids."""
+    if not any(isinstance(m, dict) and (m.get("tool_calls") or m.get("tool_call_id")) for m in messages):
+        return messages
+    cleaned = []
+    for message in messages:
+        if isinstance(message, dict):
+            message = {k: v for k, v in message.items() if k != "tool_call_id"}
+            if isinstance(message.get("tool_calls"), list):
+                message["tool_calls"] = [
+                    {k: v for k, v in call.items() if k != "id"} if isinstance(call, dict) else call
+                    for call in message["tool_calls"]
+                ]
+        cleaned.append(message)
+    return cleaned
+
+
+def _structured(body: JSONObject, text: str) -> str:
+    """The content: ``text``, or a JSON text for ``response_format`` json_schema / json_object."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return text
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(value_for_schema(schema, text.split()))
+    if response_format.get("type") == "json_object":
+        return json.dumps({"answer": text})
+    return text
 
 
 def _shutdown_quietly(connection: socket.socket) -> None:
