@@ -14,21 +14,31 @@ require("pydantic_ai")
 pytestmark = pytest.mark.filterwarnings("default::pytest_seedrepro.SeedReproWarning")
 
 APP = """
+import asyncio
+
+import openai
 from pydantic_ai import Agent
+from pydantic_ai.providers.openai import OpenAIProvider
+
+try:  # the chat-completions model (pydantic-ai 2 defaults "openai:" to the Responses API)
+    from pydantic_ai.models.openai import OpenAIChatModel as ChatModel
+except ImportError:  # pydantic-ai 1.x
+    from pydantic_ai.models.openai import OpenAIModel as ChatModel
 
 
-def make_agent():
-    agent = Agent("openai:gpt-4o-mini", instructions="Use the tool.")  # key and base URL from the environment
+def get_weather(city: str) -> str:
+    return f"sunny in {city}"
 
-    @agent.tool_plain
-    def get_weather(city: str) -> str:
-        return f"sunny in {city}"
 
-    return agent
+async def _ask(question):
+    async with openai.AsyncOpenAI() as client:  # closed on the loop that opened it
+        model = ChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
+        agent = Agent(model, instructions="Use the tool.", tools=[get_weather])
+        return (await agent.run(question)).output
 
 
 def ask(question):
-    return make_agent().run_sync(question).output
+    return asyncio.run(_ask(question))
 """
 
 SUITE = f"""
