@@ -163,10 +163,14 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         import pytest_seedrepro.snapshots as snapshots
 
         state.snapshot = request.getfixturevalue("snapshot").use_extension(snapshots.LLMCallsExtension)
-    problem = markers.problem_of(item)
-    if problem is not None:
-        _fail(problem)
-    state.pins = markers.resolve(item)
+    try:
+        state.pins = markers.resolve(item)
+    except markers.MarkerError as exc:
+        problem = f"seedrepro: {item.nodeid}: {exc}"
+    else:
+        problem = ""
+    if problem:
+        _fail(problem)  # outside the except block: one line, no exception chain
     matrix_seed = getattr(request, "param", None)  # a seed matrix's parameter (plugin.pytest_generate_tests)
     if matrix_seed is not None:
         state.pins = dataclasses.replace(state.pins, seed=matrix_seed)

@@ -140,16 +140,3 @@ def resolve(node: pytest.Item) -> Pins:
         params=params,
         policy=_policy(policy_marks[0]) if policy_marks else None,
     )
-
-
-def problem_of(item: pytest.Item) -> str | None:
-    """The one-line error for ``item``'s bad marker arguments, or ``None`` when they are fine.
-
-    Only tests that use ``seeded_llm`` are checked: another plugin's or suite's
-    ``seed`` marker on other tests is not ours to judge.
-    """
-    try:
-        resolve(item)
-    except MarkerError as exc:
-        return f"seedrepro: {item.nodeid}: {exc}"
-    return None
