@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from llmserver import LLMServer
+from written import files_of
 
 pytestmark = pytest.mark.filterwarnings("default::pytest_seedrepro.SeedReproFingerprintWarning")
 
@@ -36,15 +37,6 @@ def test_loop(seeded_llm):
     final = client.chat.completions.create(model="m", messages=messages, tools=TOOLS)
     assert final.choices[0].message.content
 """
-
-
-def files_of(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for directory in ("cassettes", "__snapshots__")
-        for p in sorted((root / directory).rglob("*"))
-        if p.is_file()
-    }
 
 
 def snapshot_calls(root: Path, test: str) -> list[dict]:

@@ -7,22 +7,11 @@ project's test server, and checks the files on disk byte for byte.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from llmserver import LLMServer
-
-
-def files_of(root: Path) -> dict[str, bytes]:
-    """Every recording and snapshot under ``root``, by relative path."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for directory in ("cassettes", "__snapshots__")
-        for p in sorted((root / directory).rglob("*"))
-        if p.is_file()
-    }
-
+from written import files_of
 
 TWO_TESTS = """
 import os

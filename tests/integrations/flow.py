@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 
 import pytest
 
 from llmserver import LLMServer
+from written import files_of
 
 #: module -> (what to import, what to pip install)
 LIBRARIES = {
@@ -36,15 +36,6 @@ def require(name: str) -> None:
 #: What the integration suites pin: the server must see these on every chat request.
 SEED = 4242
 TEMPERATURE = 0.3
-
-
-def files_of(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for directory in ("cassettes", "__snapshots__")
-        for p in sorted((root / directory).rglob("*"))
-        if p.is_file()
-    }
 
 
 def run_flow(
