@@ -8,6 +8,23 @@ SDK; this server lets the tests run the SDK for real against 127.0.0.1.
 Everything the server says is a pure function of the request (see :func:`generate_text`), so a test can
 compute the expected answer itself with :meth:`LLMServer.expected_text` without trusting the plugin.
 
+Agent and tool libraries get what they need from the server too, all derived from that same text, so
+that every input and a change of ``variant`` (a "backend change") change them as well:
+
+- tool calls: with function ``tools`` (or the legacy ``functions``), and ``tool_choice`` not "none",
+  the answer is a call of the named function, else of the first, else (two or more tools and
+  ``parallel_tool_calls`` not false) one call of each, until the conversation carries the results (its
+  last message has role "tool", or its last Responses API input item is a ``function_call_output``);
+  then it is text again, generated from the whole conversation;
+- arguments and JSON answers (``response_format`` / the Responses API's ``text.format`` of type
+  ``json_schema``) are values of the given JSON schema (:func:`generate_json`); ``json_object`` answers
+  ``{"answer": <text>}``; tests compute them with :meth:`LLMServer.expected_tool_arguments` and
+  :meth:`LLMServer.expected_json`;
+- tool call ids (``call_<24 hex>``) and Responses API item ids are fresh on every answer, like
+  OpenAI's, and do not affect any text (see :func:`generate_text`);
+- chat and legacy completions stream as ``data:`` chunks ending with ``data: [DONE]``; the Responses API
+  streams named events (``event:`` + ``data:``) ending with ``response.completed``.
+
 Lifecycle: ``start()`` binds and serves in a daemon thread; ``stop()`` closes the listening socket and every
 open client connection, so afterwards connections are refused.  ``start()`` may be called again after
 ``stop()`` (pass the old ``port`` to come back on the same port).  Stopping and restarting KEEPS the request
@@ -28,8 +45,11 @@ import dataclasses
 import gzip as gzip_module
 import hashlib
 import http.server
+import itertools
 import json
+import math
 import random
+import re
 import socket
 import threading
 import time
@@ -48,7 +68,10 @@ __all__ = [
     "LLMServer",
     "ReceivedRequest",
     "default_response_headers",
+    "generate_arguments",
+    "generate_json",
     "generate_text",
+    "json_text",
     "llm_server",
     "running_server",
     "value_for_schema",
@@ -138,14 +161,17 @@ def generate_text(
     """The answer for these inputs: a pure function, shared by the handler and ``expected_text``.
 
     Temperature is normalised to float so that ``0`` and ``0.0`` (which the SDK sends verbatim as
-    different JSON) give the same answer, as they would on a real model.
+    different JSON) give the same answer, as they would on a real model.  Ids in the messages (tool call
+    ids, which this server makes up afresh on every answer, and Responses API item ids the client sends
+    back) are replaced by their order of first appearance: a model's answer does not depend on them, and
+    the text after a tool round must be the same on every run.
     """
     key = _canonical_json(
         {
             "seed": seed,
             "temperature": None if temperature is None else float(temperature),
             "model": model,
-            "messages": messages,
+            "messages": None if messages is None else _stable_ids(list(messages), {}),
             "prompt": prompt,
             "max_tokens": max_tokens,
             "variant": variant,
@@ -161,44 +187,27 @@ def generate_text(
     return "".join(parts)
 
 
-def value_for_schema(schema: Any, words: list[str], defs: Mapping[str, Any] | None = None) -> Any:
-    """A value valid for a JSON schema (the subset pydantic and OpenAI tools use), drawn from ``words``.
+# Keys whose string values are ids: tool call ids (chat ``tool_calls[].id`` and ``tool_call_id``), and the
+# Responses API's ``call_id`` and item ``id`` values that clients send back in ``input``.
+_ID_KEYS = frozenset({"id", "call_id", "tool_call_id"})
 
-    Deterministic: the same words give the same value, so tool arguments and structured answers change
-    exactly when the generated text does (another seed, prompt or ``variant``).
+
+def _stable_ids(value: object, ids: dict[str, str]) -> Any:
+    """``value`` with every id replaced by ``<id N>``, N counting distinct ids in order of appearance.
+
+    Keys are visited in sorted order, so the numbering does not depend on how a dict was written.
     """
-    defs = defs if defs is not None else (schema.get("$defs") or schema.get("definitions") or {})
-    if not isinstance(schema, Mapping):
-        return words[0] if words else "x"
-    if "$ref" in schema:
-        return value_for_schema(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), words, defs)
-    for key in ("anyOf", "oneOf", "allOf"):
-        if key in schema:
-            options = [o for o in schema[key] if not (isinstance(o, Mapping) and o.get("type") == "null")]
-            return value_for_schema(options[0] if options else {}, words, defs)
-    if "enum" in schema:
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    kind = schema.get("type", "object" if "properties" in schema else "string")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    word = words[0] if words else "x"
-    if kind == "string":
-        return " ".join(words[:2]) or word
-    if kind == "integer":
-        return len(word)
-    if kind == "number":
-        return len(word) / 2
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return [value_for_schema(schema.get("items", {}), words, defs)]
-    properties = schema.get("properties") or {}
-    value: JSONObject = {}
-    for index, (name, sub) in enumerate(properties.items()):
-        rotated = words[index:] + words[:index]
-        value[name] = value_for_schema(sub, rotated, defs)
+    if isinstance(value, (list, tuple)):
+        return [_stable_ids(item, ids) for item in value]
+    if isinstance(value, Mapping):
+        stable: dict[str, Any] = {}
+        for key in sorted(value):
+            item = value[key]
+            if key in _ID_KEYS and isinstance(item, str):
+                stable[key] = ids.setdefault(item, f"<id {len(ids) + 1}>")
+            else:
+                stable[key] = _stable_ids(item, ids)
+        return stable
     return value
 
 
@@ -232,9 +241,294 @@ def _count_words(value: object) -> int:
     if isinstance(value, list):
         return sum(_count_words(item) for item in value)
     if isinstance(value, dict):
-        # Message dicts carry text in "content"; content parts and Responses input parts in "text".
-        return sum(_count_words(value[key]) for key in ("content", "text") if key in value)
+        # Message dicts carry text in "content"; content parts and Responses input parts in "text";
+        # Responses function_call_output items in "output".
+        return sum(_count_words(value[key]) for key in ("content", "text", "output") if key in value)
     return 0
+
+
+# ----------------------------------------------------------------------- tool arguments and JSON answers
+
+# Below this depth of nesting a generated value takes the smallest valid form (optional properties left
+# out, arrays empty where allowed, null where allowed), so recursive models (a tree of nodes) terminate.
+SHALLOW_DEPTH = 8
+# A schema that still needs values this deep cannot be satisfied finitely (or refers to itself in a loop).
+MAX_SCHEMA_DEPTH = 64
+
+# Values for string formats that pydantic emits and validates (datetime, date, EmailStr, AnyUrl, UUID ...).
+_STRING_FORMATS = ("date-time", "date", "time", "email", "uri", "url", "uuid", "duration")
+
+
+def json_text(value: object) -> str:
+    """JSON as this server writes tool arguments and JSON answers (``json.dumps``' separators)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def generate_json(schema: object, *, text: str, name: str = "") -> Any:
+    """A value valid for the JSON ``schema``: a pure function of (schema, ``text``, ``name``).
+
+    ``text`` is what :func:`generate_text` answers for the request, so everything that changes the text
+    (seed, messages, temperature, model, max_tokens, variant) changes the value too; ``name`` (the
+    function's, or the json_schema's) keeps two tools of one request from getting the same values.
+    Strings are words of ``text`` (or fit their ``format``), integers and numbers are drawn within their
+    bounds, booleans are true, ``enum`` gives its first value and ``const`` its value, arrays have one
+    item (``minItems`` if more), objects have every property in the schema's order (``required`` ones
+    always), ``$ref`` into ``$defs``/``definitions`` is followed, ``anyOf``/``oneOf`` take the first branch
+    that is not null, ``allOf`` is merged.  Raises ValueError for a schema that cannot be satisfied.
+    """
+    rng = random.Random(_digest({"text": text, "name": name}))
+    return _SchemaValues(schema, rng, text.split() or ["empty"]).value(schema, 0)
+
+
+def generate_arguments(
+    parameters: object,
+    *,
+    name: str,
+    seed: int | None,
+    model: str,
+    temperature: float | None,
+    messages: Sequence[Any] | None = None,
+    prompt: object = None,
+    max_tokens: int | None = None,
+    variant: str = "",
+) -> str:
+    """The ``arguments`` JSON text of a call to function ``name`` whose schema is ``parameters``.
+
+    The same inputs as :func:`generate_text`; a missing ``parameters`` means an object with no properties.
+    Also what a ``json_schema`` answer is, with the schema as ``parameters`` and its name as ``name``.
+    """
+    text = generate_text(
+        seed=seed,
+        model=model,
+        temperature=temperature,
+        messages=messages,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        variant=variant,
+    )
+    return json_text(generate_json(_parameters_or_empty(parameters), text=text, name=name))
+
+
+def value_for_schema(schema: Any, words: list[str], defs: Mapping[str, Any] | None = None) -> Any:
+    """:func:`generate_json` for ``words`` as the text (``defs``: where ``$ref`` values point).
+
+    The first version of this server's schema values; kept for its callers.
+    """
+    if defs is not None and isinstance(schema, Mapping):
+        schema = {**schema, "$defs": defs, "definitions": defs}
+    return generate_json(schema, text=" ".join(words))
+
+
+def _parameters_or_empty(parameters: object) -> object:
+    return {"type": "object", "properties": {}} if parameters is None else parameters
+
+
+def _digest(value: object) -> int:
+    return int.from_bytes(hashlib.sha256(_canonical_json(value).encode("utf-8")).digest(), "big")
+
+
+def _is_null_schema(schema: object) -> bool:
+    if not isinstance(schema, Mapping):
+        return False
+    return schema.get("type") == "null" or schema.get("enum") == [None] or schema.get("const", ...) is None
+
+
+class _SchemaValues:
+    """Walks one schema, drawing every choice from one random stream in document order."""
+
+    def __init__(self, root: object, rng: random.Random, words: list[str]) -> None:
+        self.root = root
+        self.rng = rng
+        self.words = words
+
+    def value(self, schema: object, depth: int) -> Any:
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ValueError("the JSON schema nests too deeply (or refers to itself) to generate a value")
+        if schema is True or schema == {}:
+            return self.string({})
+        if not isinstance(schema, Mapping):
+            raise ValueError(f"not a JSON schema: {schema!r}")
+        shallow = depth > SHALLOW_DEPTH
+        if isinstance(schema.get("$ref"), str):
+            siblings = {key: item for key, item in schema.items() if key != "$ref"}
+            return self.value({**self.resolve(schema["$ref"]), **siblings}, depth + 1)
+        if "const" in schema:
+            return schema["const"]
+        if isinstance(schema.get("enum"), list) and schema["enum"]:
+            return schema["enum"][0]
+        for keyword in ("anyOf", "oneOf"):
+            branches = schema.get(keyword)
+            if isinstance(branches, list) and branches:
+                others = [branch for branch in branches if not _is_null_schema(branch)]
+                if not others or (shallow and len(others) < len(branches)):
+                    return None
+                return self.value(others[0], depth + 1)
+        if isinstance(schema.get("allOf"), list):
+            return self.value(self.merge_all_of(schema), depth + 1)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kinds = [item for item in kind if item != "null"]
+            if not kinds or (shallow and "null" in kind):
+                return None
+            kind = kinds[0]
+        if kind is None:
+            if "properties" in schema or "additionalProperties" in schema or "required" in schema:
+                kind = "object"
+            elif "items" in schema or "prefixItems" in schema:
+                kind = "array"
+            else:
+                kind = "string"
+        if kind == "object":
+            return self.object(schema, depth, shallow)
+        if kind == "array":
+            return self.array(schema, depth, shallow)
+        if kind == "string":
+            return self.string(schema)
+        if kind == "integer":
+            return self.integer(schema)
+        if kind == "number":
+            return self.number(schema)
+        if kind == "boolean":
+            return True
+        if kind == "null":
+            return None
+        raise ValueError(f"unknown JSON schema type {kind!r}")
+
+    def resolve(self, ref: str) -> Mapping[str, Any]:
+        if not ref.startswith("#"):
+            raise ValueError(f"only local $ref values are supported, not {ref!r}")
+        target: Any = self.root
+        for part in ref[1:].split("/")[1:]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, Mapping) or part not in target:
+                raise ValueError(f"$ref {ref!r} points nowhere in the schema")
+            target = target[part]
+        if not isinstance(target, Mapping):
+            raise ValueError(f"$ref {ref!r} is not a schema")
+        return target
+
+    def merge_all_of(self, schema: Mapping[str, Any]) -> dict[str, Any]:
+        merged: dict[str, Any] = {key: item for key, item in schema.items() if key != "allOf"}
+        for part in schema["allOf"]:
+            if isinstance(part, Mapping) and isinstance(part.get("$ref"), str):
+                part = {**self.resolve(part["$ref"]), **{k: v for k, v in part.items() if k != "$ref"}}
+            if not isinstance(part, Mapping):
+                continue
+            for key, item in part.items():
+                if key == "properties" and isinstance(item, Mapping):
+                    merged["properties"] = {**merged.get("properties", {}), **item}
+                elif key == "required" and isinstance(item, list):
+                    merged["required"] = list(dict.fromkeys([*merged.get("required", []), *item]))
+                else:
+                    merged.setdefault(key, item)
+        return merged
+
+    def object(self, schema: Mapping[str, Any], depth: int, shallow: bool) -> dict[str, Any]:
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, Mapping) else {}
+        required = schema.get("required")
+        required = [key for key in required if isinstance(key, str)] if isinstance(required, list) else []
+        result: dict[str, Any] = {}
+        for key, subschema in properties.items():
+            if shallow and key not in required:
+                continue
+            result[key] = self.value(subschema, depth + 1)
+        for key in required:
+            if key not in result:
+                result[key] = self.string({})
+        extra = schema.get("additionalProperties")
+        if not properties and isinstance(extra, Mapping) and not shallow:
+            result[self.rng.choice(self.words)] = self.value(extra, depth + 1)
+        return result
+
+    def array(self, schema: Mapping[str, Any], depth: int, shallow: bool) -> list[Any]:
+        prefix = schema.get("prefixItems")
+        result = [self.value(item, depth + 1) for item in prefix] if isinstance(prefix, list) else []
+        items = schema.get("items")
+        if items is False or (isinstance(prefix, list) and items is None):
+            return result
+        minimum = schema.get("minItems")
+        count = max(minimum if isinstance(minimum, int) else 0, 0 if shallow else 1) - len(result)
+        maximum = schema.get("maxItems")
+        if isinstance(maximum, int):
+            count = min(count, maximum - len(result))
+        item_schema = items if items is not None else {}
+        result += [self.value(item_schema, depth + 1) for _ in range(max(count, 0))]
+        return result
+
+    def string(self, schema: Mapping[str, Any]) -> str:
+        rng = self.rng
+        string_format = schema.get("format")
+        if string_format in _STRING_FORMATS:
+            month, day, hour, minute = (
+                rng.randint(1, 12),
+                rng.randint(1, 28),
+                rng.randint(0, 23),
+                rng.randint(0, 59),
+            )
+            word = rng.choice(self.words)
+            return {
+                "date-time": f"2024-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:00Z",
+                "date": f"2024-{month:02d}-{day:02d}",
+                "time": f"{hour:02d}:{minute:02d}:00",
+                "email": f"{word}@example.com",
+                "uri": f"https://example.com/{word}",
+                "url": f"https://example.com/{word}",
+                "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "duration": f"PT{minute + 1}M",
+            }[string_format]
+        start = rng.randrange(len(self.words))
+        count = rng.randint(1, 3)
+        value = " ".join(self.words[(start + offset) % len(self.words)] for offset in range(count))
+        min_length = schema.get("minLength")
+        while isinstance(min_length, int) and len(value) < min_length:
+            value += " " + rng.choice(self.words)
+        max_length = schema.get("maxLength")
+        if isinstance(max_length, int) and len(value) > max_length:
+            value = value[:max_length]
+        return value
+
+    def integer(self, schema: Mapping[str, Any]) -> int:
+        low, high = _bounds(schema, step=1)
+        low_int = math.ceil(low) if low is not None else None
+        high_int = math.floor(high) if high is not None else None
+        if low_int is None:
+            low_int = 1 if high_int is None or high_int >= 100 else high_int - 99
+        if high_int is None or high_int < low_int:
+            high_int = low_int + 99 if high_int is None else low_int
+        multiple = schema.get("multipleOf")
+        if isinstance(multiple, int) and not isinstance(multiple, bool) and multiple > 0:
+            first, last = -(-low_int // multiple), high_int // multiple
+            if first <= last:
+                return self.rng.randint(first, last) * multiple
+        return self.rng.randint(low_int, high_int)
+
+    def number(self, schema: Mapping[str, Any]) -> float:
+        # Hundredths, drawn like integers: readable values that survive a JSON round trip exactly.
+        low, high = _bounds(schema, step=0.01)
+        low_cents = math.ceil(low * 100) if low is not None else None
+        high_cents = math.floor(high * 100) if high is not None else None
+        if low_cents is None:
+            low_cents = 100 if high_cents is None or high_cents >= 10_000 else high_cents - 9_900
+        if high_cents is None or high_cents < low_cents:
+            high_cents = low_cents + 9_900 if high_cents is None else low_cents
+        return self.rng.randint(low_cents, high_cents) / 100
+
+
+def _bounds(schema: Mapping[str, Any], *, step: float) -> tuple[float | None, float | None]:
+    """The inclusive range of a number schema (exclusive bounds moved inwards by ``step``)."""
+
+    def number(key: str) -> float | None:
+        value = schema.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    low, high = number("minimum"), number("maximum")
+    exclusive_low, exclusive_high = number("exclusiveMinimum"), number("exclusiveMaximum")
+    if exclusive_low is not None:
+        low = exclusive_low + step if low is None else max(low, exclusive_low + step)
+    if exclusive_high is not None:
+        high = exclusive_high - step if high is None else min(high, exclusive_high - step)
+    return low, high
 
 
 @dataclasses.dataclass
@@ -543,7 +837,11 @@ class LLMServer:
             self._hangs.extend([seconds] * count)
 
     def cut_next_stream(self, after_chunks: int = 1, count: int = 1) -> None:
-        """The next ``count`` streamed answers drop the connection after ``after_chunks`` data events."""
+        """The next ``count`` streamed answers drop the connection after ``after_chunks`` data events.
+
+        A cut stream never sends its last event (chat's ``[DONE]``, the Responses API's
+        ``response.completed``), however large ``after_chunks`` is.
+        """
         with self._lock:
             self._cuts.extend([after_chunks] * count)
 
@@ -595,6 +893,76 @@ class LLMServer:
             prompt=prompt,
             max_tokens=max_tokens,
             variant=self.variant,
+        )
+
+    def expected_tool_arguments(
+        self,
+        *,
+        name: str,
+        parameters: Mapping[str, Any] | None,
+        seed: int | None,
+        model: str,
+        temperature: float | None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        prompt: str | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The ``arguments`` JSON text the server sends for a call to function ``name`` (under the
+        current ``variant``), for a request with these inputs (as for :meth:`expected_text`).
+
+        ``parameters`` is the function's JSON schema as sent in the request (``None`` when it had
+        none).  The same for chat ``tool_calls``, a legacy ``function_call`` and a Responses API
+        ``function_call`` item; a call's arguments do not depend on which other tools were called.
+        """
+        return generate_arguments(
+            parameters,
+            name=name,
+            seed=seed,
+            model=model,
+            temperature=temperature,
+            messages=None if messages is None else [dict(message) for message in messages],
+            prompt=prompt,
+            max_tokens=max_tokens,
+            variant=self.variant,
+        )
+
+    def expected_json(
+        self,
+        *,
+        schema: Mapping[str, Any] | None,
+        name: str = "",
+        seed: int | None,
+        model: str,
+        temperature: float | None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        prompt: str | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The JSON text the server answers for a structured-output request with these inputs.
+
+        ``{"type": "json_schema"}``: pass its ``schema`` and ``name`` (the SDK's ``parse`` names it after
+        the pydantic model); ``{"type": "json_object"}``: pass ``schema=None``, for ``{"answer": <text>}``.
+        Chat ``response_format`` and the Responses API's ``text.format`` alike.
+        """
+        if schema is None:
+            text = self.expected_text(
+                seed=seed,
+                model=model,
+                temperature=temperature,
+                messages=messages,
+                prompt=prompt,
+                max_tokens=max_tokens,
+            )
+            return json_text({"answer": text})
+        return self.expected_tool_arguments(
+            name=name,
+            parameters=schema,
+            seed=seed,
+            model=model,
+            temperature=temperature,
+            messages=messages,
+            prompt=prompt,
+            max_tokens=max_tokens,
         )
 
     # ------------------------------------------------------------------------------ request handling
@@ -669,36 +1037,63 @@ class LLMServer:
             seed=seed,
             model=model,
             temperature=temperature,
-            messages=_without_tool_call_ids(messages),
+            messages=messages,
             max_tokens=max_tokens,
             variant=settings.variant,
         )
-        finish_reason = _finish_reason(max_tokens)
-        usage = _usage(_count_words(messages), text)
+        last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+        # Tool calls until the conversation answers them (the last message is the tools' result).
+        if body.get("tools") is not None:
+            functions = _chosen_functions(
+                _function_tools(body.get("tools"), "tools", nested=True),
+                body.get("tool_choice"),
+                body.get("parallel_tool_calls"),
+                answered=last_role == "tool",
+            )
+            legacy = []
+        else:
+            functions = []
+            legacy = _chosen_legacy_function(body, answered=last_role in ("tool", "function"))
+        message: JSONObject = {"role": "assistant", "content": None}
+        calls: list[JSONObject] = []
+        content_pieces: list[str] = []
+        if functions:
+            calls = [
+                {"id": _new_call_id(), "type": "function", "function": {"name": name, "arguments": arguments}}
+                for name, arguments in _calls_arguments(functions, text)
+            ]
+            message["tool_calls"] = calls
+            finish_reason = "tool_calls"
+            completion_tokens = sum(_json_tokens(call["function"]["arguments"]) for call in calls)
+        elif legacy:
+            [(name, arguments)] = _calls_arguments(legacy, text)
+            message["function_call"] = {"name": name, "arguments": arguments}
+            finish_reason, completion_tokens = "function_call", _json_tokens(arguments)
+        else:
+            structured = _structured_content(body.get("response_format"), "response_format", text)
+            if structured is None:
+                message["content"] = text
+                content_pieces = _split_words_keeping_separators(text)
+                finish_reason, completion_tokens = _finish_reason(max_tokens), len(text.split())
+            else:
+                # A JSON answer is always whole (finish_reason "stop"), whatever max_tokens says.
+                message["content"] = structured
+                content_pieces = _split_json(structured)
+                finish_reason, completion_tokens = "stop", _json_tokens(structured)
+        message["refusal"] = None
+        usage = _usage(_count_words(messages), completion_tokens)
         answer_model = settings.model_override or model
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        tool_calls = _tool_calls_for(body, messages, text)
-        if tool_calls is not None:
-            finish_reason = "tool_calls"
-        content: str | None = None if tool_calls is not None else _structured(body, text)
 
         if not body.get("stream"):
-            message: JSONObject = {"role": "assistant", "content": content, "refusal": None}
-            if tool_calls is not None:
-                message["tool_calls"] = tool_calls
             completion: JSONObject = {
                 "id": completion_id,
                 "object": "chat.completion",
                 "created": created,
                 "model": answer_model,
                 "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "logprobs": None,
-                        "finish_reason": finish_reason,
-                    }
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
                 ],
                 "usage": usage,
             }
@@ -723,24 +1118,29 @@ class LLMServer:
         def choice(delta: JSONObject, finish: str | None = None) -> JSONObject:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
-        if tool_calls is not None:
-            chunks = [chunk([choice({"role": "assistant", "content": None})])]
-            for index, call in enumerate(tool_calls):
-                head = {"index": index, "id": call["id"], "type": "function"}
-                head["function"] = {"name": call["function"]["name"], "arguments": ""}
-                chunks.append(chunk([choice({"tool_calls": [head]})]))
-                arguments = call["function"]["arguments"]
-                cut = max(1, len(arguments) // 2)
-                for piece in (arguments[:cut], arguments[cut:]):
-                    chunks.append(
-                        chunk([choice({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})])
-                    )
-        else:
-            assert content is not None
-            chunks = [chunk([choice({"role": "assistant", "content": ""})])]
-            chunks += [
-                chunk([choice({"content": piece})]) for piece in _split_words_keeping_separators(content)
+        deltas: list[JSONObject]
+        if calls:
+            # Like OpenAI: each call opens with its index, id, type and name (arguments ""), and its
+            # arguments follow in pieces under the same index.
+            deltas = [{"role": "assistant", "content": None}]
+            for index, call in enumerate(calls):
+                name, arguments = call["function"]["name"], call["function"]["arguments"]
+                opening = {"index": index, "id": call["id"], "type": "function"}
+                deltas.append({"tool_calls": [{**opening, "function": {"name": name, "arguments": ""}}]})
+                deltas += [
+                    {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                    for piece in _split_in_pieces(arguments)
+                ]
+        elif "function_call" in message:
+            name, arguments = message["function_call"]["name"], message["function_call"]["arguments"]
+            deltas = [
+                {"role": "assistant", "content": None},
+                {"function_call": {"name": name, "arguments": ""}},
             ]
+            deltas += [{"function_call": {"arguments": piece}} for piece in _split_in_pieces(arguments)]
+        else:
+            deltas = [{"role": "assistant", "content": ""}, *({"content": piece} for piece in content_pieces)]
+        chunks = [chunk([choice(delta)]) for delta in deltas]
         chunks.append(chunk([choice({}, finish_reason)]))
         if include_usage:
             usage_chunk = chunk([])
@@ -765,7 +1165,7 @@ class LLMServer:
             variant=settings.variant,
         )
         finish_reason = _finish_reason(max_tokens)
-        usage = _usage(_count_words(prompt), text)
+        usage = _usage(_count_words(prompt), len(text.split()))
         answer_model = settings.model_override or model
         completion_id = f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -802,8 +1202,6 @@ class LLMServer:
         model = body.get("model")
         if not isinstance(model, str):
             raise _BadRequest("'model' is a required property.")
-        if body.get("stream"):
-            raise _BadRequest("llmserver does not implement streaming for the Responses API.")
         user_input = body.get("input")
         if not isinstance(user_input, (str, list)):
             raise _BadRequest("'input' is a required property and must be a string or an array.")
@@ -819,8 +1217,50 @@ class LLMServer:
             max_tokens=max_tokens,
             variant=settings.variant,
         )
+        last_item = user_input[-1] if isinstance(user_input, list) and user_input else None
+        # Function calls until the input answers them (its last item is a function_call_output).
+        answered = isinstance(last_item, dict) and last_item.get("type") == "function_call_output"
+        functions = _chosen_functions(
+            _function_tools(body.get("tools"), "tools", nested=False),
+            body.get("tool_choice"),
+            body.get("parallel_tool_calls"),
+            answered=answered,
+        )
+        output: list[JSONObject] = []
+        for name, arguments in _calls_arguments(functions, text):
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{uuid.uuid4().hex}",
+                    "call_id": _new_call_id(),
+                    "name": name,
+                    "arguments": arguments,
+                    "status": "completed",
+                }
+            )
+        text_config = body.get("text")
+        if text_config is not None and not isinstance(text_config, dict):
+            raise _BadRequest("'text' must be an object.")
+        structured: str | None = None
+        if not output:
+            structured = _structured_content((text_config or {}).get("format"), "text.format", text)
+            answer = text if structured is None else structured
+            part = {"type": "output_text", "text": answer, "annotations": [], "logprobs": []}
+            message_id = f"msg_{uuid.uuid4().hex}"
+            output.append(
+                {
+                    "type": "message",
+                    "id": message_id,
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [part],
+                }
+            )
         input_tokens = _count_words(user_input)
-        output_tokens = len(text.split())
+        if functions:
+            output_tokens = sum(_json_tokens(item["arguments"]) for item in output)
+        else:
+            output_tokens = len(text.split()) if structured is None else _json_tokens(structured)
         now = int(time.time())
         response: JSONObject = {
             "id": f"resp_{uuid.uuid4().hex}",
@@ -833,20 +1273,13 @@ class LLMServer:
             "instructions": body.get("instructions"),
             "max_output_tokens": max_tokens,
             "model": settings.model_override or model,
-            "output": [
-                {
-                    "type": "message",
-                    "id": f"msg_{uuid.uuid4().hex}",
-                    "role": "assistant",
-                    "status": "completed",
-                    "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-                }
-            ],
-            "parallel_tool_calls": True,
-            "previous_response_id": None,
+            "output": output,
+            "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+            "previous_response_id": body.get("previous_response_id"),
             "temperature": temperature,
-            "tool_choice": "auto",
-            "tools": [],
+            "text": text_config or {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice") or "auto",
+            "tools": body.get("tools") or [],
             "top_p": _optional_number(body, "top_p"),
             "truncation": "disabled",
             "usage": {
@@ -858,7 +1291,12 @@ class LLMServer:
             },
             "metadata": {},
         }
-        self._send_json(handler, settings, request, 200, response)
+        if not body.get("stream"):
+            self._send_json(handler, settings, request, 200, response)
+            return
+        plain = not functions and structured is None
+        events = _response_events(response, _split_words_keeping_separators if plain else _split_json)
+        self._send_events(handler, settings, request, [_sse(event, named=True) for event in events])
 
     # ------------------------------------------------------------------------------------- writing
 
@@ -915,10 +1353,19 @@ class LLMServer:
     def _send_stream(
         self, handler: _Handler, settings: _Settings, request: ReceivedRequest, chunks: list[JSONObject]
     ) -> None:
+        """Send chat or legacy completion chunks as ``data:`` events, then ``data: [DONE]``."""
+        events = [_sse(chunk, named=False) for chunk in chunks]
+        self._send_events(handler, settings, request, [*events, b"data: [DONE]\n\n"])
+
+    def _send_events(
+        self, handler: _Handler, settings: _Settings, request: ReceivedRequest, events: list[bytes]
+    ) -> None:
         """Send server-sent events with chunked transfer encoding, never compressed.
 
         Chunked encoding (rather than Connection: close) keeps the connection reusable and makes an
         abrupt cut detectable by the client as an incomplete body, which is what cut_next_stream is for.
+        The last event ends the stream (chat's ``[DONE]``, the Responses API's ``response.completed``):
+        a cut stream never reaches it, even if after_chunks exceeds the number of events before it.
         """
         with self._lock:
             cut_after = self._cuts.popleft() if self._cuts else None
@@ -928,79 +1375,12 @@ class LLMServer:
             "Transfer-Encoding": "chunked",
         }
         self._send_headers(handler, settings, 200, headers)
-        events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
-        events.append(b"data: [DONE]\n\n")
-        # A cut stream never reaches [DONE], even if after_chunks exceeds the number of chunks.
-        cut_at = None if cut_after is None else min(cut_after, len(chunks))
+        cut_at = None if cut_after is None else min(cut_after, len(events) - 1)
         for index, event in enumerate(events):
             if index == cut_at:
                 raise _AbortConnection
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         handler.wfile.write(b"0\r\n\r\n")
-
-
-def _tool_calls_for(body: JSONObject, messages: list[Any], text: str) -> list[JSONObject] | None:
-    """Tool calls to answer with, or None for a text answer.
-
-    With ``tools`` (and ``tool_choice`` not "none"), the model calls a tool until the conversation
-    holds a tool result: the named ``tool_choice`` function, else the first tool, or one call to each
-    tool when there are several and ``parallel_tool_calls`` is not false. Ids are fresh on every
-    answer, as OpenAI's are; the arguments are a pure function of the generated text.
-    """
-    tools = [
-        t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)
-    ]
-    choice = body.get("tool_choice")
-    if not tools or choice == "none":
-        return None
-    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
-        return None
-    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        tools = [t for t in tools if t["function"].get("name") == choice["function"].get("name")] or tools[:1]
-    elif len(tools) < 2 or body.get("parallel_tool_calls") is False:
-        tools = tools[:1]
-    words = text.split()
-    calls = []
-    for index, tool in enumerate(tools):
-        arguments = value_for_schema(tool["function"].get("parameters") or {}, words[index:] + words[:index])
-        calls.append(
-            {
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {"name": tool["function"].get("name"), "arguments": json.dumps(arguments)},
-            }
-        )
-    return calls
-
-
-def _without_tool_call_ids(messages: list[Any]) -> list[Any]:
-    """The conversation without the random tool call ids: answers depend on what was said, not on ids."""
-    if not any(isinstance(m, dict) and (m.get("tool_calls") or m.get("tool_call_id")) for m in messages):
-        return messages
-    cleaned = []
-    for message in messages:
-        if isinstance(message, dict):
-            message = {k: v for k, v in message.items() if k != "tool_call_id"}
-            if isinstance(message.get("tool_calls"), list):
-                message["tool_calls"] = [
-                    {k: v for k, v in call.items() if k != "id"} if isinstance(call, dict) else call
-                    for call in message["tool_calls"]
-                ]
-        cleaned.append(message)
-    return cleaned
-
-
-def _structured(body: JSONObject, text: str) -> str:
-    """The content: ``text``, or a JSON text for ``response_format`` json_schema / json_object."""
-    response_format = body.get("response_format")
-    if not isinstance(response_format, dict):
-        return text
-    if response_format.get("type") == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema") or {}
-        return json.dumps(value_for_schema(schema, text.split()))
-    if response_format.get("type") == "json_object":
-        return json.dumps({"answer": text})
-    return text
 
 
 def _shutdown_quietly(connection: socket.socket) -> None:
@@ -1042,13 +1422,202 @@ def _common_params(body: JSONObject) -> tuple[str, int | None, float | None, int
     return model, seed, _optional_number(body, "temperature"), max_tokens
 
 
+def _new_call_id() -> str:
+    # Fresh on every answer, like OpenAI's: recordings and snapshots must not depend on it.
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _function_tools(tools: object, where: str, *, nested: bool) -> list[tuple[str, object]]:
+    """(name, parameters) of the function tools; other tool types (web_search, custom ...) are ignored.
+
+    Chat nests them as ``{"type": "function", "function": {"name", "parameters"}}``, the Responses API
+    does not: ``{"type": "function", "name", "parameters"}``.
+    """
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _BadRequest(f"'{where}' must be an array.")
+    functions: list[tuple[str, object]] = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _BadRequest(f"'{where}[{index}]' must be an object.")
+        if tool.get("type", "function") != "function":
+            continue
+        spec = tool.get("function") if nested else tool
+        path = f"{where}[{index}].function" if nested else f"{where}[{index}]"
+        if not isinstance(spec, dict):
+            raise _BadRequest(f"Missing required parameter: '{path}'.")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise _BadRequest(f"Missing required parameter: '{path}.name'.")
+        parameters = spec.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _BadRequest(f"'{path}.parameters' must be an object.")
+        functions.append((name, parameters))
+    return functions
+
+
+def _chosen_functions(
+    functions: list[tuple[str, object]], tool_choice: object, parallel: object, *, answered: bool
+) -> list[tuple[str, object]]:
+    """The functions to call: none once answered or with tool_choice "none"; the named one; else the
+    first, or every one (parallel calls) when there are several and parallel_tool_calls is not false."""
+    named: object = None
+    if isinstance(tool_choice, dict):
+        if tool_choice.get("type") != "function":  # e.g. "allowed_tools", not implemented here
+            raise _BadRequest(f"Invalid value for 'tool_choice': {tool_choice!r}.")
+        # Chat: {"type": "function", "function": {"name": ...}}; Responses: {"type": "function", "name": ...}.
+        inner = tool_choice.get("function")
+        named = inner.get("name") if isinstance(inner, dict) else tool_choice.get("name")
+        if not isinstance(named, str):
+            raise _BadRequest("Missing required parameter: 'tool_choice' function name.")
+    elif tool_choice not in (None, "none", "auto", "required"):
+        raise _BadRequest(f"Invalid value for 'tool_choice': {tool_choice!r}.")
+    if named is not None and named not in [name for name, _ in functions]:
+        raise _BadRequest(f"Invalid value for 'tool_choice': no function named {named!r} in 'tools'.")
+    if not functions or answered or tool_choice == "none":
+        return []
+    if named is not None:
+        return [function for function in functions if function[0] == named][:1]
+    if len(functions) >= 2 and parallel is not False:
+        return functions
+    return functions[:1]
+
+
+def _chosen_legacy_function(body: JSONObject, *, answered: bool) -> list[tuple[str, object]]:
+    """The legacy form: ``functions: [{name, parameters}]`` and ``function_call``: "none", "auto" or
+    ``{"name": ...}``; at most one call, never parallel."""
+    listed = _function_tools(body.get("functions"), "functions", nested=False)
+    choice = body.get("function_call")
+    if isinstance(choice, dict):
+        choice = {**choice, "type": "function"}
+    return _chosen_functions(listed, choice, False, answered=answered)
+
+
+def _calls_arguments(functions: list[tuple[str, object]], text: str) -> list[tuple[str, str]]:
+    return [(name, _json_answer(parameters, text, name)) for name, parameters in functions]
+
+
+def _json_answer(schema: object, text: str, name: str) -> str:
+    try:
+        return json_text(generate_json(_parameters_or_empty(schema), text=text, name=name))
+    except ValueError as error:
+        raise _BadRequest(f"Invalid schema for {name!r}: {error}") from None
+
+
+def _structured_content(response_format: object, where: str, text: str) -> str | None:
+    """The JSON answer a response format asks for, or None for plain text.
+
+    ``{"type": "json_schema", ...}``: a value of the schema (chat nests it as ``json_schema: {name,
+    schema}``, the Responses API's ``text.format`` does not); ``{"type": "json_object"}``:
+    ``{"answer": <text>}``.
+    """
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise _BadRequest(f"'{where}' must be an object.")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return json_text({"answer": text})
+    if kind == "json_schema":
+        spec = (
+            response_format.get("json_schema", response_format)
+            if where == "response_format"
+            else response_format
+        )
+        if not isinstance(spec, dict):
+            raise _BadRequest(f"Missing required parameter: '{where}.json_schema'.")
+        name = spec.get("name")
+        return _json_answer(
+            spec.get("schema", {"type": "object"}), text, name if isinstance(name, str) else ""
+        )
+    raise _BadRequest(f"Invalid value for '{where}.type': {kind!r}.")
+
+
+def _json_tokens(text: str) -> int:
+    """Usage tokens of a JSON answer or arguments: its runs of letters and digits."""
+    return len(re.findall(r"\w+", text))
+
+
+def _split_in_pieces(text: str, count: int = 3) -> list[str]:
+    """``text`` in ``count`` (or, when shorter, ``len(text)``) nearly equal pieces; ''.join gives it back."""
+    count = max(1, min(count, len(text)))
+    bounds = [len(text) * index // count for index in range(count + 1)]
+    return [text[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def _split_json(text: str, size: int = 16) -> list[str]:
+    """A JSON answer streamed as content: pieces of ``size`` characters."""
+    return [text[start : start + size] for start in range(0, len(text), size)] or [""]
+
+
+def _sse(data: JSONObject, *, named: bool) -> bytes:
+    """One server-sent event; the Responses API also names it with an ``event:`` line, like OpenAI."""
+    line = f"data: {json.dumps(data)}\n\n"
+    return (f"event: {data['type']}\n{line}" if named else line).encode()
+
+
+def _response_events(response: JSONObject, split: Any) -> list[JSONObject]:
+    """The events of a streamed Responses API answer, in OpenAI's order, numbered from 0.
+
+    response.created and response.in_progress carry the response with status "in_progress" and no
+    output; each output item is opened (output_item.added), filled (content_part.added, output_text.delta
+    pieces, output_text.done, content_part.done for a message; function_call_arguments.delta pieces and
+    function_call_arguments.done for a function call) and closed (output_item.done); response.completed
+    carries the whole response, exactly as the non-streamed answer would be.
+    """
+    started = {**response, "status": "in_progress", "completed_at": None, "output": [], "usage": None}
+    events: list[JSONObject] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+    ]
+    for output_index, item in enumerate(response["output"]):
+        at = {"item_id": item["id"], "output_index": output_index}
+        if item["type"] == "function_call":
+            opened = {**item, "arguments": "", "status": "in_progress"}
+            events.append(
+                {"type": "response.output_item.added", "output_index": output_index, "item": opened}
+            )
+            events += [
+                {"type": "response.function_call_arguments.delta", **at, "delta": piece}
+                for piece in _split_in_pieces(item["arguments"])
+            ]
+            arguments = item["arguments"]
+            events.append(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **at,
+                    "name": item["name"],
+                    "arguments": arguments,
+                }
+            )
+        else:
+            opened = {**item, "content": [], "status": "in_progress"}
+            events.append(
+                {"type": "response.output_item.added", "output_index": output_index, "item": opened}
+            )
+            part = item["content"][0]
+            at = {**at, "content_index": 0}
+            events.append({"type": "response.content_part.added", **at, "part": {**part, "text": ""}})
+            events += [
+                {"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []}
+                for piece in split(part["text"])
+            ]
+            events.append({"type": "response.output_text.done", **at, "text": part["text"], "logprobs": []})
+            events.append({"type": "response.content_part.done", **at, "part": part})
+        events.append({"type": "response.output_item.done", "output_index": output_index, "item": item})
+    events.append({"type": "response.completed", "response": response})
+    return [{**event, "sequence_number": number} for number, event in enumerate(events)]
+
+
 def _include_usage(body: JSONObject) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _usage(prompt_tokens: int, text: str) -> JSONObject:
-    completion_tokens = len(text.split())
+def _usage(prompt_tokens: int, completion_tokens: int) -> JSONObject:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

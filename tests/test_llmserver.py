@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import gzip
 import http.client
 import json
+import re
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import openai
+import pydantic
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from llmserver import LLMServer, llm_server, running_server
+from llmserver import LLMServer, generate_json, llm_server, running_server
 
 # The fixture is imported so pytest finds it in this module; referencing it here keeps linters quiet.
 __all__ = ["llm_server"]
@@ -631,3 +635,507 @@ def test_concurrent_sync_streams_from_threads(llm_server: LLMServer, client: ope
     assert texts == [
         llm_server.expected_text(seed=s, model=MODEL, temperature=None, messages=MESSAGES) for s in seeds
     ]
+
+
+# ------------------------------------------------------------------------------------ tool calls
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather forecast for a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "days", "unit"],
+        "additionalProperties": False,
+    },
+}
+CLOCK = {
+    "name": "get_time",
+    "parameters": {
+        "type": "object",
+        "properties": {"timezone": {"type": "string"}},
+        "required": ["timezone"],
+    },
+}
+TOOLS = [{"type": "function", "function": WEATHER}, {"type": "function", "function": CLOCK}]
+CALL_ID = re.compile(r"call_[0-9a-f]{24}")
+
+
+def expected_arguments(server: LLMServer, function: dict[str, Any], **inputs: Any) -> str:
+    """The arguments the server should send for ``function`` given chat ``inputs`` (default: MESSAGES)."""
+    inputs.setdefault("seed", None)
+    inputs.setdefault("temperature", None)
+    inputs.setdefault("messages", MESSAGES)
+    return server.expected_tool_arguments(
+        name=function["name"], parameters=function.get("parameters"), model=MODEL, **inputs
+    )
+
+
+def answered(messages: Sequence[Any], message: Any, results: Sequence[str]) -> list[Any]:
+    """``messages`` followed by the assistant's tool calls (as a client sends them back) and their results."""
+    calls = [
+        {
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.function.name, "arguments": c.function.arguments},
+        }
+        for c in message.tool_calls
+    ]
+    results_messages = [
+        {"role": "tool", "tool_call_id": call["id"], "content": result}
+        for call, result in zip(calls, results, strict=True)
+    ]
+    return [*messages, {"role": "assistant", "content": None, "tool_calls": calls}, *results_messages]
+
+
+def chat_stream_helper(client: openai.OpenAI) -> Any:
+    """``client.chat.completions.stream`` (openai >= 1.92), else the older ``client.beta`` one."""
+    return getattr(client.chat.completions, "stream", None) or client.beta.chat.completions.stream
+
+
+def chat_parse_helper(client: openai.OpenAI) -> Any:
+    """``client.chat.completions.parse`` (openai >= 1.92), else the older ``client.beta`` one."""
+    return getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+
+
+def test_tool_loop_call_result_then_text(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    first = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS[:1], seed=3)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.role == "assistant"
+    [call] = choice.message.tool_calls or []
+    assert CALL_ID.fullmatch(call.id)
+    assert (call.type, call.function.name) == ("function", "get_weather")
+    arguments = json.loads(call.function.arguments)
+    assert list(arguments) == ["city", "days", "unit"]
+    assert isinstance(arguments["city"], str) and arguments["city"]
+    assert 1 <= arguments["days"] <= 7
+    assert arguments["unit"] == "celsius"
+    assert call.function.arguments == expected_arguments(llm_server, WEATHER, seed=3)
+    assert first.usage is not None and first.usage.completion_tokens > 0
+
+    second_messages = answered(MESSAGES, choice.message, ["Sunny, 21 degrees."])
+    second = client.chat.completions.create(model=MODEL, messages=second_messages, tools=TOOLS[:1], seed=3)
+    final = second.choices[0]
+    assert final.finish_reason == "stop"
+    assert final.message.tool_calls is None
+    # The final text is generated from the whole conversation, tool result included, but not from
+    # the call ids, which are fresh on every run: a made-up id gives the same text.
+    assert final.message.content == llm_server.expected_text(
+        seed=3, model=MODEL, temperature=None, messages=second_messages
+    )
+    renamed = json.loads(json.dumps(second_messages).replace(call.id, "call_made_up"))
+    assert final.message.content == llm_server.expected_text(
+        seed=3, model=MODEL, temperature=None, messages=renamed
+    )
+    rainy = answered(MESSAGES, choice.message, ["Rain all week."])
+    assert chat_text(client, seed=3) != final.message.content
+    assert final.message.content != llm_server.expected_text(
+        seed=3, model=MODEL, temperature=None, messages=rainy
+    )
+
+
+def test_parallel_tool_calls_one_per_tool(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS)
+    calls = completion.choices[0].message.tool_calls or []
+    assert [c.function.name for c in calls] == ["get_weather", "get_time"]
+    assert [c.function.arguments for c in calls] == [
+        expected_arguments(llm_server, WEATHER),
+        expected_arguments(llm_server, CLOCK),
+    ]
+    assert len({c.id for c in calls}) == 2
+
+    # Both results answered: text.  parallel_tool_calls=False: only the first tool.
+    both = answered(MESSAGES, completion.choices[0].message, ["rain", "noon"])
+    text = client.chat.completions.create(model=MODEL, messages=both, tools=TOOLS).choices[0].message
+    assert text.content == llm_server.expected_text(seed=None, model=MODEL, temperature=None, messages=both)
+    single = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, parallel_tool_calls=False
+    )
+    assert [c.function.name for c in single.choices[0].message.tool_calls or []] == ["get_weather"]
+
+
+def test_tool_choice_names_one_function_or_none(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    named = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
+    [call] = named.choices[0].message.tool_calls or []
+    assert call.function.name == "get_time"
+    assert call.function.arguments == expected_arguments(llm_server, CLOCK)
+
+    none = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="none")
+    assert none.choices[0].finish_reason == "stop"
+    assert none.choices[0].message.content == chat_text(client)
+
+    with pytest.raises(openai.BadRequestError, match="no function named 'get_mail'"):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "get_mail"}},
+        )
+
+
+def test_tool_call_ids_are_fresh_but_arguments_deterministic(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    answers = [
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, seed=1) for _ in range(3)
+    ]
+    calls = [c for answer in answers for c in answer.choices[0].message.tool_calls or []]
+    assert len({c.id for c in calls}) == 6
+    assert all(CALL_ID.fullmatch(c.id) for c in calls)
+    assert len({(c.function.name, c.function.arguments) for c in calls}) == 2
+
+
+def test_variant_and_inputs_change_the_arguments(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    def arguments(**params: Any) -> str:
+        completion = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS[:1], **params)
+        return (completion.choices[0].message.tool_calls or [])[0].function.arguments
+
+    before = arguments(seed=5)
+    assert arguments(seed=5) == before
+    assert arguments(seed=6) != before
+    assert arguments(seed=5, temperature=0.7) != before
+    llm_server.variant = "backend-change"
+    after = arguments(seed=5)
+    assert after != before
+    assert after == expected_arguments(llm_server, WEATHER, seed=5)
+
+
+def test_streamed_tool_calls_on_the_wire_and_through_the_sdk_helper(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, tools=TOOLS, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    assert (deltas[0].role, deltas[0].content, deltas[0].tool_calls) == ("assistant", None, None)
+    assert [c.choices[0].finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 2) + ["tool_calls"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    pieces = [call for delta in deltas[1:-1] for call in delta.tool_calls or []]
+    assert len(pieces) == len(deltas) - 2  # one call fragment per chunk
+    headers = [p for p in pieces if p.id is not None]
+    assert [(h.index, h.type, h.function.name, h.function.arguments) for h in headers] == [
+        (0, "function", "get_weather", ""),
+        (1, "function", "get_time", ""),
+    ]
+    for header in headers:
+        assert header.function is not None and CALL_ID.fullmatch(header.id or "")
+        fragments = [p.function.arguments for p in pieces if p.index == header.index and p.id is None]
+        assert 2 <= len(fragments) <= 3
+        function = WEATHER if header.index == 0 else CLOCK
+        assert "".join(f or "" for f in fragments) == expected_arguments(llm_server, function)
+
+    with chat_stream_helper(client)(model=MODEL, messages=MESSAGES, tools=TOOLS) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in final.choices[0].message.tool_calls or []] == [
+        ("get_weather", expected_arguments(llm_server, WEATHER)),
+        ("get_time", expected_arguments(llm_server, CLOCK)),
+    ]
+
+
+def test_legacy_function_call_whole_and_streamed(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    functions: Any = [WEATHER, CLOCK]
+    whole = client.chat.completions.create(model=MODEL, messages=MESSAGES, functions=functions)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert choice.message.content is None and choice.message.tool_calls is None
+    assert choice.message.function_call is not None
+    assert choice.message.function_call.name == "get_weather"  # never parallel: the first one
+    assert choice.message.function_call.arguments == expected_arguments(llm_server, WEATHER)
+
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            functions=functions,
+            function_call={"name": "get_time"},
+            stream=True,
+        )
+    )
+    calls = [c.choices[0].delta.function_call for c in chunks if c.choices[0].delta.function_call]
+    assert (calls[0].name, calls[0].arguments) == ("get_time", "")
+    assert "".join(call.arguments or "" for call in calls) == expected_arguments(llm_server, CLOCK)
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+
+    result: list[Any] = [
+        *MESSAGES,
+        {"role": "assistant", "content": None, "function_call": {"name": "get_time", "arguments": "{}"}},
+        {"role": "function", "name": "get_time", "content": "noon"},
+    ]
+    text = client.chat.completions.create(model=MODEL, messages=result, functions=functions)
+    assert text.choices[0].message.content == llm_server.expected_text(
+        seed=None, model=MODEL, temperature=None, messages=result
+    )
+
+
+# ------------------------------------------------------------------------------- structured output
+
+
+class Ingredient(pydantic.BaseModel):
+    name: str
+    grams: float = pydantic.Field(gt=0, le=1000)
+
+
+class Recipe(pydantic.BaseModel):
+    title: str
+    servings: int = pydantic.Field(ge=1, le=12)
+    difficulty: Literal["easy", "hard"]
+    vegetarian: bool
+    ingredients: list[Ingredient]
+    note: str | None
+    updated: datetime.date
+
+
+def test_json_schema_answers_validate(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    parsed = chat_parse_helper(client)(model=MODEL, messages=MESSAGES, response_format=Recipe, seed=2)
+    recipe = parsed.choices[0].message.parsed
+    assert isinstance(recipe, Recipe)
+    assert recipe.difficulty == "easy" and recipe.vegetarian is True
+    assert len(recipe.ingredients) == 1 and recipe.note is not None
+    # The SDK sent a strict version of Recipe's schema (its $defs, refs and all) named "Recipe".
+    sent = llm_server.requests[-1].body
+    assert sent is not None and sent["response_format"]["type"] == "json_schema"
+    schema = sent["response_format"]["json_schema"]["schema"]
+    assert "$defs" in schema
+    content = parsed.choices[0].message.content
+    assert content == llm_server.expected_json(
+        schema=schema, name="Recipe", seed=2, model=MODEL, temperature=None, messages=MESSAGES
+    )
+
+    # Plain create with pydantic's own (non-strict) schema validates too, streamed or not.
+    response_format: Any = {
+        "type": "json_schema",
+        "json_schema": {"name": "Recipe", "schema": Recipe.model_json_schema()},
+    }
+    whole = client.chat.completions.create(model=MODEL, messages=MESSAGES, response_format=response_format)
+    Recipe.model_validate_json(whole.choices[0].message.content or "")
+    assert whole.choices[0].finish_reason == "stop"
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, response_format=response_format, stream=True
+        )
+    )
+    contents = [c.choices[0].delta.content for c in chunks[1:-1]]
+    assert len(contents) > 2
+    assert "".join(c or "" for c in contents) == whole.choices[0].message.content
+
+
+def test_json_schema_changes_with_variant(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    parse = chat_parse_helper(client)
+    before = parse(model=MODEL, messages=MESSAGES, response_format=Recipe).choices[0].message.parsed
+    llm_server.variant = "backend-change"
+    after = parse(model=MODEL, messages=MESSAGES, response_format=Recipe).choices[0].message.parsed
+    assert isinstance(after, Recipe) and after != before
+
+
+def test_json_object_answer(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, seed=4, response_format={"type": "json_object"}
+    )
+    content = completion.choices[0].message.content or ""
+    expected_text = llm_server.expected_text(seed=4, model=MODEL, temperature=None, messages=MESSAGES)
+    assert json.loads(content) == {"answer": expected_text}
+    assert content == llm_server.expected_json(
+        schema=None, seed=4, model=MODEL, temperature=None, messages=MESSAGES
+    )
+
+
+def test_after_a_tool_round_the_answer_follows_the_response_format(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    parse = chat_parse_helper(client)
+    strict: Any = [
+        {"type": "function", "function": {**WEATHER, "strict": True}}
+    ]  # parse() wants strict tools
+    first = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=strict)
+    messages = answered(MESSAGES, first.choices[0].message, ["sunny"])
+    final = parse(model=MODEL, messages=messages, tools=strict, response_format=Recipe)
+    assert not final.choices[0].message.tool_calls  # None, or [] from older SDKs' parse()
+    assert isinstance(final.choices[0].message.parsed, Recipe)
+
+
+# ------------------------------------------------------------------------ responses API: tools, stream
+
+RESPONSES_WEATHER = {"type": "function", **WEATHER}
+RESPONSES_CLOCK = {"type": "function", **CLOCK}
+
+
+@needs_responses_api
+def test_responses_function_calls_then_text(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    question = "Weather in Oslo?"
+    first = client.responses.create(model=MODEL, input=question, tools=[RESPONSES_WEATHER, RESPONSES_CLOCK])
+    assert first.output_text == ""
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == len(first.output) == 2
+    for item, function in zip(calls, [WEATHER, CLOCK], strict=True):
+        assert item.name == function["name"]
+        assert re.fullmatch(r"fc_[0-9a-f]{32}", item.id or "")
+        assert CALL_ID.fullmatch(item.call_id)
+        assert item.status == "completed"
+        assert item.arguments == expected_arguments(llm_server, function, messages=None, prompt=question)
+
+    # Sent back as agents do (items and all), with the results: text from the whole input.
+    history: list[Any] = [
+        {"role": "user", "content": question},
+        *[item.model_dump(exclude_none=True) for item in calls],
+        *[{"type": "function_call_output", "call_id": item.call_id, "output": "cold"} for item in calls],
+    ]
+    second = client.responses.create(model=MODEL, input=history, tools=[RESPONSES_WEATHER, RESPONSES_CLOCK])
+    assert [item.type for item in second.output] == ["message"]
+    assert second.output_text == llm_server.expected_text(
+        seed=None, model=MODEL, temperature=None, messages=history
+    )
+
+    named = client.responses.create(
+        model=MODEL,
+        input=question,
+        tools=[RESPONSES_WEATHER, RESPONSES_CLOCK],
+        tool_choice={"type": "function", "name": "get_time"},
+    )
+    assert [getattr(item, "name", None) for item in named.output] == ["get_time"]
+    llm_server.variant = "backend-change"
+    changed = client.responses.create(model=MODEL, input=question, tools=[RESPONSES_WEATHER])
+    assert getattr(changed.output[0], "arguments", None) != calls[0].arguments
+
+
+@needs_responses_api
+def test_responses_structured_output(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    schema = Recipe.model_json_schema()
+    text: Any = {"format": {"type": "json_schema", "name": "Recipe", "schema": schema}}
+    response = client.responses.create(model=MODEL, input="A recipe, please", text=text)
+    assert Recipe.model_validate_json(response.output_text)
+    assert response.output_text == llm_server.expected_json(
+        schema=schema, name="Recipe", seed=None, model=MODEL, temperature=None, prompt="A recipe, please"
+    )
+
+
+@needs_responses_api
+def test_responses_stream_events_end_in_the_non_streamed_answer(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    whole = client.responses.create(model=MODEL, input="Tell me a story")
+    events = list(client.responses.create(model=MODEL, input="Tell me a story", stream=True))
+
+    types = [event.type for event in events]
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    assert types == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * 12,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert "".join(deltas) == whole.output_text
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.output_text == whole.output_text
+    assert completed.response.status == "completed"
+    assert events[0].type == "response.created" and events[0].response.status == "in_progress"
+    assert {getattr(event, "response", completed.response).id for event in events} == {completed.response.id}
+
+    # On the wire: an `event:` line before each `data:` line, and no [DONE].
+    _, headers, body = raw_request(
+        llm_server, "POST", "/v1/responses", {"model": MODEL, "input": "Tell me a story", "stream": True}
+    )
+    assert headers["content-type"].startswith("text/event-stream")
+    blocks = body.decode().strip().split("\n\n")
+    assert [block.split("\n")[0] for block in blocks] == [f"event: {t}" for t in types]
+    assert b"[DONE]" not in body
+
+
+@needs_responses_api
+def test_responses_stream_of_function_calls(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    events = list(
+        client.responses.create(model=MODEL, input="Weather?", tools=[RESPONSES_WEATHER], stream=True)
+    )
+    added = [event for event in events if event.type == "response.output_item.added"]
+    assert len(added) == 1 and added[0].item.type == "function_call"
+    deltas = [event.delta for event in events if event.type == "response.function_call_arguments.delta"]
+    expected = expected_arguments(llm_server, WEATHER, messages=None, prompt="Weather?")
+    assert "".join(deltas) == expected and 2 <= len(deltas) <= 3
+    done = [event for event in events if event.type == "response.function_call_arguments.done"]
+    assert len(done) == 1 and done[0].arguments == expected
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert [getattr(item, "arguments", None) for item in completed.response.output] == [expected]
+
+
+@needs_responses_api
+def test_cut_responses_stream_never_completes(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    llm_server.cut_next_stream(after_chunks=5)
+    llm_server.cut_next_stream(after_chunks=1000)
+    for expected_count in (5, 19):  # 19: every event but response.completed
+        received: list[str] = []
+        with pytest.raises(Exception) as caught:
+            for event in client.responses.create(model=MODEL, input="Tell me a story", stream=True):
+                received.append(event.type)
+        assert is_connection_cut(caught.value), repr(caught.value)
+        assert len(received) == expected_count
+        assert "response.completed" not in received
+    assert list(client.responses.create(model=MODEL, input="Tell me a story", stream=True))[-1].type == (
+        "response.completed"
+    )
+
+
+# ------------------------------------------------------------------------------- the JSON generator
+
+
+def test_generated_json_fits_pydantic_schemas_and_recursion_ends() -> None:
+    class Node(pydantic.BaseModel):
+        label: str
+        children: list[Node] = []
+
+    class Everything(pydantic.BaseModel):
+        tree: Node
+        ratio: float = pydantic.Field(gt=0, lt=1)
+        count: int = pydantic.Field(ge=-3, le=-1)
+        even: int = pydantic.Field(multiple_of=2)
+        code: str = pydantic.Field(min_length=30, max_length=40)
+        tags: list[str] = pydantic.Field(min_length=2)
+        pair: tuple[int, bool]
+        scores: dict[str, int]
+        email: str = pydantic.Field(json_schema_extra={"format": "email"})
+        uid: uuid.UUID
+        when: datetime.datetime
+        kind: Literal["a", "b"] | None
+
+    Node.model_rebuild()
+    values = [
+        generate_json(Everything.model_json_schema(), text=f"apple river stone {n}", name="x")
+        for n in range(5)
+    ]
+    for value in values:
+        parsed = Everything.model_validate(value)
+        assert parsed.kind == "a" and len(parsed.tags) == 2
+    assert len({json.dumps(value) for value in values}) == 5  # the text changes the value
+    # Strings are words of the text.
+    word_schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    assert set(generate_json(word_schema, text="oak", name="f")["a"].split()) == {"oak"}
+    with pytest.raises(ValueError, match="refers to itself"):
+        generate_json({"$ref": "#"}, text="x")
+
+
+def test_unsatisfiable_schema_is_a_400(client: openai.OpenAI) -> None:
+    loop: Any = [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/$defs/missing"}}}]
+    with pytest.raises(openai.BadRequestError, match="points nowhere"):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=loop)
