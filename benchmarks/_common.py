@@ -79,11 +79,13 @@ def run_pytest(
     env: dict[str, str] | None = None,
     python_args: Sequence[str] = (),
     expect_passed: int | None = None,
+    expect_output: Sequence[str] = (),
 ) -> float:
     """Run ``python -m pytest ARGS`` in ``cwd``; return its wall-clock seconds.
 
-    Exits the benchmark if pytest failed or (with ``expect_passed``) did not pass
-    exactly that many tests: a figure for a run that did something else is worthless.
+    Exits the benchmark if pytest failed, (with ``expect_passed``) did not pass
+    exactly that many tests, or its output lacks one of the ``expect_output``
+    regular expressions: a figure for a run that did something else is worthless.
     """
     cmd = [PYTHON, *python_args, "-m", "pytest", *args]
     start = time.perf_counter()
@@ -97,6 +99,10 @@ def run_pytest(
         found = re.search(r"(\d+) passed", proc.stdout)
         if not found or int(found.group(1)) != expect_passed:
             sys.stderr.write(f"expected {expect_passed} passed in {cwd}, got:\n{proc.stdout[-2000:]}\n")
+            raise SystemExit(1)
+    for pattern in expect_output:
+        if not re.search(pattern, proc.stdout):
+            sys.stderr.write(f"expected /{pattern}/ in the output in {cwd}, got:\n{proc.stdout[-2000:]}\n")
             raise SystemExit(1)
     return elapsed
 
