@@ -2,7 +2,7 @@
 
     pip install pytest-recording   # benchmark-only dependency, for the peer
     python benchmarks/bench_compare.py [--tests 500] [--runs 7] [--per-module 50]
-                                       [--profile [VARIANT ...]] [--no-bytecode-cache]
+                                       [--profile [VARIANT ...] [--steady]] [--no-bytecode-cache]
 
 Three suites of N tests (``--tests``, default 500), ``--per-module`` tests to a
 module, each test making ONE chat completion and checking it:
@@ -28,7 +28,8 @@ tests, the peer must report N snapshots passed, and ours must report N calls
 replayed and 0 live. Printed: min / median / max wall time of each variant, and
 of the ratios ours/floor and ours/peer over the rounds (each round's pair), with
 the goals of the replay-speed issue as a reminder. ``--profile`` adds a cProfile
-of one replay run of ``ours`` (or of the variants named).
+of one replay run of ``ours`` (or of the variants named); ``--steady`` adds one
+of tests 2..N only, each from set-up to teardown, without the one-off imports.
 
 Figures are printed, never judged: this is not a test and exits 0.
 """
@@ -57,7 +58,7 @@ from _common import (  # noqa: E402
     use_pycache_prefix,
     write_ini,
 )
-from bench_replay import package_of, short_location  # noqa: E402
+from bench_replay import STEADY_PROBE, package_of, short_location  # noqa: E402
 
 ARGS = ["-q", "-p", "no:cacheprovider"]
 
@@ -218,25 +219,34 @@ def three(values: list[float]) -> str:
     return "  ".join(f"{v:8.3f}" for v in (min(values), statistics.median(values), max(values)))
 
 
-def print_profile(prof: Path, name: str, tests: int, top: int = 25) -> None:
-    """The top ``top`` functions by cumulative time inside :data:`PROFILED`, and self time by package."""
+def print_profile(prof: Path, title: str, tests: int, whole: bool = True, top: int = 25) -> None:
+    """The top ``top`` functions by cumulative time inside :data:`PROFILED`, and self time by package.
+
+    ``tests`` is what the ms/test column divides by; ``whole`` says the profile
+    covers a whole process (its total is its largest cumulative time), not the
+    sum of slices (whose total is the sum of self times).
+    """
     stats = pstats.Stats(str(prof))
     entries = stats.stats  # type: ignore[attr-defined]  # {(file, line, func): (cc, nc, tt, ct, callers)}
-    whole = max(ct for (_, _, _, ct, _) in entries.values())
-    print(f"\ncProfile of one {name} replay run ({tests} tests): {whole:.2f} s under the profiler")
+    total = (
+        max(ct for (_, _, _, ct, _) in entries.values())
+        if whole
+        else sum(tt for (_, _, tt, _, _) in entries.values())
+    )
+    print(f"\n{title}: {total:.2f} s under the profiler, {total / tests * 1000:.3f} ms/test")
     print(f"\n  top {top} by cumulative time inside {', '.join(PROFILED)}")
     print(f"  {'calls':>8} {'self s':>7} {'cum s':>7} {'cum %':>6} {'ms/test':>8}  function")
     inside = sorted((k for k in entries if package_of(k[0]) in PROFILED), key=lambda k: -entries[k][3])
     for key in inside[:top]:
         _, nc, tt, ct, _ = entries[key]
-        share, per_test = 100 * ct / whole, ct / tests * 1000
+        share, per_test = 100 * ct / total, ct / tests * 1000
         print(f"  {nc:8d} {tt:7.3f} {ct:7.3f} {share:5.1f}% {per_test:8.3f}  {short_location(*key)}")
     selfs: dict[str, float] = {}
     for (filename, _, _), (_, _, tt, _, _) in entries.items():
         selfs[package_of(filename)] = selfs.get(package_of(filename), 0.0) + tt
     print("\n  self time by package")
     for pkg, tt in sorted(selfs.items(), key=lambda kv: -kv[1])[:14]:
-        print(f"  {tt:7.3f} s {100 * tt / whole:5.1f}% {tt / tests * 1000:8.3f} ms/test  {pkg}")
+        print(f"  {tt:7.3f} s {100 * tt / total:5.1f}% {tt / tests * 1000:8.3f} ms/test  {pkg}")
 
 
 def main() -> None:
@@ -250,6 +260,12 @@ def main() -> None:
         choices=list(PLUGINS_OFF),
         metavar="VARIANT",
         help="after the timed runs, cProfile one replay run of ours (or of the variants named)",
+    )
+    parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="with --profile: also profile tests 2..N of one more run, each from set-up to teardown "
+        "(no one-off imports): the steady cost of a test",
     )
     parser.add_argument("--no-bytecode-cache", action="store_true", help=NO_CACHE_HELP)
     options = parser.parse_args()
@@ -337,10 +353,20 @@ def main() -> None:
         )
         print("  ratios are each round's pair; 'ours - that' is the median of the rounds' differences / N")
 
+        probe = base / "probe"
+        probe.mkdir()
+        (probe / "seedrepro_bench_steady.py").write_text(STEADY_PROBE)
         for name in [] if options.profile is None else options.profile or ["ours"]:
             prof = base / f"{name}.prof"
             replay(name, python_args=["-m", "cProfile", "-o", str(prof)])
-            print_profile(prof, name, n)
+            print_profile(prof, f"cProfile of one {name} replay run ({n} tests)", n)
+            if options.steady:
+                prof = base / f"{name}.steady.prof"
+                env[name] = {**env[name], "PYTHONPATH": str(probe), "SEEDREPRO_BENCH_PROFILE_OUT": str(prof)}
+                extra[name] += ["-p", "seedrepro_bench_steady"]
+                replay(name)
+                title = f"cProfile of tests 2..{n} of one {name} replay run (set-up to teardown)"
+                print_profile(prof, title, n - 1, whole=False)
 
 
 if __name__ == "__main__":
