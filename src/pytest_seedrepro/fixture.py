@@ -89,12 +89,16 @@ class SeededLLM:
     def complete(self, prompt: Prompt, **params: Any) -> str:
         """One chat completion; ``prompt`` is a user message or a list of messages. Returns the text."""
         args = self._chat_args(prompt, params)
+        # The run's own client, which no test can close: the same pinning,
+        # recording and snapshots as :attr:`client`, without building one per test.
+        base_url = self._run.settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        client = self._run.shared_client(self._api_key, base_url)
         if args.get("stream"):
             return "".join(
                 (chunk.choices[0].delta.content or "") if chunk.choices else ""
-                for chunk in self.client.chat.completions.create(**args)
+                for chunk in client.chat.completions.create(**args)
             )
-        response = self.client.chat.completions.create(**args)
+        response = client.chat.completions.create(**args)
         return response.choices[0].message.content or ""
 
     async def acomplete(self, prompt: Prompt, **params: Any) -> str:

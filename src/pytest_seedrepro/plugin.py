@@ -44,6 +44,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from pytest_seedrepro import intercept
 
         intercept.uninstall()
+        run.close_shared_clients()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import vcr
 from vcr.cassette import Cassette
 from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
@@ -247,25 +246,71 @@ def watch_replays(cassette: Any, on_replay: Callable[[], None]) -> None:
     cassette.play_response = play_response
 
 
-def _recorder(mode: str) -> Any:
-    """vcrpy's configuration for ``mode`` (built once per mode and process)."""
-    recorder = _RECORDERS.get(mode)
-    if recorder is None:
-        recorder = _RECORDERS[mode] = vcr.VCR(
-            record_mode=RECORD_MODES[mode],
+def _cassette_options(mode: str) -> dict[str, Any]:
+    """vcrpy's cassette options for ``mode`` (built once per mode and process)."""
+    options = _CASSETTE_OPTIONS.get(mode)
+    if options is None:
+        from vcr import matchers
+        from vcr.record_mode import RecordMode
+        from vcr.serializers import yamlserializer
+
+        options = _CASSETTE_OPTIONS[mode] = {
+            "serializer": yamlserializer,
+            "record_mode": RecordMode(RECORD_MODES[mode]),
             # vcrpy's default match_on ignores the body: a changed seed or prompt
             # would silently replay another request's answer.
-            match_on=_MATCH_ON,
-            before_record_request=_scrub_request,
-            before_record_response=_scrub_response,
-            decode_compressed_response=True,
-        )
-    return recorder
+            "match_on": tuple(getattr(matchers, name) for name in _MATCH_ON),
+            # Given to the cassette as they are, not through vcr.VCR, whose
+            # wrappers deep-copy every request before each match (four times per
+            # replayed call): ours copy nothing and change only the headers and
+            # query of vcrpy's own throwaway request objects.
+            "before_record_request": _scrub_request,
+            "before_record_response": _record_response,
+        }
+    return options
 
 
-_RECORDERS: dict[str, Any] = {}
-#: vcrpy's per-cassette options that its context manager keeps for itself.
-_NOT_CASSETTE_OPTIONS = ("path_transformer", "func_path_generator", "record_on_exception")
+_CASSETTE_OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+def _record_response(response: dict[str, Any]) -> dict[str, Any] | None:
+    """What a recording keeps of a response: decoded (gzip, deflate), scrubbed, never a transient error."""
+    if any(name.lower() == "content-encoding" for name in response["headers"]):
+        from vcr.filters import decode_response
+
+        response = decode_response(response)
+    return _scrub_response(response)
+
+
+class _LeanCassette(Cassette):  # type: ignore[misc]
+    """vcrpy's cassette, without copying what is fresh from the file.
+
+    vcrpy deep-copies every response it appends, those it loads from the file
+    included, which nothing else holds. A replayed test pays that copy for
+    nothing; here loading appends what the file gave, through the same filters.
+    """
+
+    _loading = False
+
+    def _load(self) -> None:
+        self._loading = True
+        try:
+            super()._load()
+        finally:
+            self._loading = False
+
+    def append(self, request: Any, response: Any) -> None:
+        if not self._loading:
+            super().append(request, response)  # a live answer: vcrpy copies it, as it must
+            return
+        request = self._before_record_request(request)
+        if not request:
+            return
+        response = self._before_record_response(response)
+        if response is None:
+            return
+        self.data.append((request, response))
+        self.dirty = True
 
 
 class _RunningCassette:
@@ -336,12 +381,7 @@ def _patchers(builder: Any, group: str) -> list[Any]:
 @contextmanager
 def open_cassette(recording: Recording, mode: str) -> Iterator[Any]:
     """Load the test's cassette and route httpx traffic through it until the block ends."""
-    config = _recorder(mode).get_merged_config(path=str(recording.path))
-    for name in _NOT_CASSETTE_OPTIONS:
-        config.pop(name, None)
-    # Set here, not through get_merged_config: vcrpy 8 ignores a persister passed there.
-    config["persister"] = recording
-    cassette = Cassette.load(**config)
+    cassette = _LeanCassette.load(path=str(recording.path), persister=recording, **_cassette_options(mode))
     _RUNNING.enter(cassette)
     try:
         yield cassette

@@ -20,7 +20,7 @@ from syrupy.data import SnapshotCollection
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
-from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically, yaml_problem
+from pytest_seedrepro.files import UNWRITTEN, NotWritten, read_text, write_atomically, yaml_problem
 from pytest_seedrepro.options import refresh_command
 
 #: Request keys that change how an answer is delivered, not what it says.
@@ -201,11 +201,57 @@ def _shorten(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def read_stored(assertion: Any) -> tuple[str, str | None]:
+    """The snapshot file of ``assertion`` and its text (None: no file yet), read once per test.
+
+    syrupy reads the file again when the test's snapshot is asserted at its
+    end; the text read here is handed to that read instead (the extension's
+    ``read_snapshot_data_from_location``), so a test reads its snapshot once.
+    Raises ``files.UnreadableFile`` with one line.
+    """
+    global _just_read
+    location = str(
+        assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
+    )
+    text = read_text(Path(location), what="the snapshot")
+    _just_read = (location, text)
+    return location, text
+
+
+#: The last snapshot :func:`read_stored` read, until syrupy asks for it (once).
+_just_read: tuple[str, str | None] | None = None
+#: The last snapshot location computed: syrupy asks for a test's location four
+#: times per assertion, and each answer takes a dozen path operations.
+_last_location: tuple[Any, Any, str] | None = None
+
+
 class LLMCallsExtension(SingleFileSnapshotExtension):
     """syrupy extension for seedrepro's per-test YAML snapshots, written atomically."""
 
     file_extension = "llm.yaml"
     _write_mode = WriteMode.TEXT
+
+    @classmethod
+    def get_location(cls, *, test_location: Any, index: Any) -> str:
+        global _last_location
+        last = _last_location
+        # By identity: the cache holds the location object, so it cannot be another one's id.
+        if last is not None and last[0] is test_location and last[1] == index:
+            return last[2]
+        location = str(super().get_location(test_location=test_location, index=index))
+        _last_location = (test_location, index, location)
+        return location
+
+    def read_snapshot_data_from_location(
+        self, *, snapshot_location: str, snapshot_name: str, session_id: str
+    ) -> SerializableData | None:
+        global _just_read
+        just_read, _just_read = _just_read, None
+        if just_read is not None and just_read[0] == snapshot_location:
+            return just_read[1]
+        return super().read_snapshot_data_from_location(
+            snapshot_location=snapshot_location, snapshot_name=snapshot_name, session_id=session_id
+        )
 
     def serialize(
         self,

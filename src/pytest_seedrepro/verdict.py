@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ import pytest
 import pytest_seedrepro.snapshots as snapshots
 from pytest_seedrepro import judgement
 from pytest_seedrepro.calls import Call, from_threads, in_files_order, is_responses
-from pytest_seedrepro.files import UnreadableFile, read_text
+from pytest_seedrepro.files import UnreadableFile
 from pytest_seedrepro.judgement import FingerprintChange
 from pytest_seedrepro.options import POLICIES, refresh_command
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
@@ -144,9 +143,8 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
     if state.snapshot is None:
         return  # syrupy's plugin is off: pinned, recorded and replayed, not judged
     assertion = state.snapshot
-    location = assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
     try:
-        stored_text = read_text(Path(location), what="the snapshot")
+        location, stored_text = snapshots.read_stored(assertion)
     except UnreadableFile as exc:
         state.broken = True
         message = f"seedrepro: {item.nodeid}: {exc}"

@@ -9,12 +9,11 @@ told the snapshot is in use, so it neither reports it unused nor deletes it).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_seedrepro.files import NotWritten, UnreadableFile, read_text
+from pytest_seedrepro.files import NotWritten, UnreadableFile
 from pytest_seedrepro.session import TEST_STATE
 
 
@@ -43,9 +42,8 @@ def keep_snapshot(assertion: Any) -> None:
     """Tell syrupy the test's snapshot is in use, unchanged (no-op when there is none)."""
     import pytest_seedrepro.snapshots as snapshots
 
-    location = assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
     try:
-        stored = read_text(Path(location), what="the snapshot")
+        _, stored = snapshots.read_stored(assertion)
     except UnreadableFile:
         return  # nothing syrupy could delete or rewrite either
     if stored is not None:
