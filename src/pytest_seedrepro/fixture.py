@@ -166,7 +166,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     if request.config.pluginmanager.hasplugin("syrupy"):
         import pytest_seedrepro.snapshots as snapshots
 
-        state.snapshot = request.getfixturevalue("snapshot").use_extension(snapshots.LLMCallsExtension)
+        state.snapshot = snapshots.assertion_for(item, request)
     try:
         state.pins = markers.resolve(item)
     except markers.MarkerError as exc:

@@ -54,8 +54,8 @@ class RunState:
                 if client is None:
                     import openai
 
-                    http_client = openai.DefaultHttpxClient(verify=self.ssl_context(openai.DefaultHttpxClient))
-                    client = openai.OpenAI(api_key=api_key, base_url=base_url, http_client=http_client)
+                    http = openai.DefaultHttpxClient(verify=self.ssl_context(openai.DefaultHttpxClient))
+                    client = openai.OpenAI(api_key=api_key, base_url=base_url, http_client=http)
                     self._shared_clients[(api_key, base_url)] = client
         return client
 

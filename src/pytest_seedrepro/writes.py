@@ -55,19 +55,17 @@ def keep_snapshot_of_unstarted(item: pytest.Item) -> None:
 
     Another fixture of the test failed first. syrupy would report the test's
     snapshot unused (and delete it under ``--snapshot-update``), so it is
-    asserted back unchanged through syrupy's own ``snapshot`` fixture.
+    asserted back unchanged.
     """
     if not item.config.pluginmanager.hasplugin("syrupy"):
         return
-    # pytest.Function's FixtureRequest; pytest offers no public way to ask for
-    # a fixture once set-up failed. Guarded: without it, nothing is done.
-    request = getattr(item, "_request", None)
-    if request is None:
-        return
     import pytest_seedrepro.snapshots as snapshots
 
+    # pytest.Function's FixtureRequest, for syrupy's fixture should its session
+    # be out of reach; pytest offers no public way to ask for a fixture once
+    # set-up failed. Guarded: without either, nothing is done.
     try:
-        assertion = request.getfixturevalue("snapshot").use_extension(snapshots.LLMCallsExtension)
+        assertion = snapshots.assertion_for(item, getattr(item, "_request", None))
     except Exception:
         return
     keep_snapshot(assertion)
