@@ -8,6 +8,7 @@ end-of-test writes depend on this module rather than on each other.
 
 from __future__ import annotations
 
+import ssl
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -42,7 +43,14 @@ class RunState:
     def ssl_context(self, client_class: type) -> Any:
         """The shared TLS context for ``client_class``'s httpx flavour (httpx or httpx2)."""
         if self._ssl_context is None:
-            self._ssl_context = http_module(client_class).create_ssl_context()
+            if self.settings.mode == "replay":
+                # Replay never opens a connection (the recording answers or the
+                # call fails), so the CA store (~45 ms to load) is not needed.
+                # Still a verifying context, without a trusted CA: any TLS
+                # connection that did get through would fail, never go unchecked.
+                self._ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            else:
+                self._ssl_context = http_module(client_class).create_ssl_context()
         return self._ssl_context
 
     def shared_client(self, api_key: str, base_url: str | None) -> Any:
