@@ -250,6 +250,8 @@ def read_stored(assertion: Any) -> tuple[str, str | None]:
 
 #: The last snapshot :func:`read_stored` read, until syrupy asks for it (once).
 _just_read: tuple[str, str | None] | None = None
+#: Snapshot directories by test file and ``--snapshot-dirname``.
+_DIRNAMES: dict[tuple[str, str], str] = {}
 #: The last snapshot location computed: syrupy asks for a test's location four
 #: times per assertion, and each answer takes a dozen path operations.
 _last_location: tuple[Any, Any, str] | None = None
@@ -260,6 +262,16 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
 
     file_extension = "llm.yaml"
     _write_mode = WriteMode.TEXT
+
+    @classmethod
+    def dirname(cls, *, test_location: Any) -> str:
+        # syrupy derives it from the test file's path and its --snapshot-dirname
+        # alone, with a dozen path operations per call (three calls a test).
+        key = (test_location.filepath, str(cls.snapshot_dirname))
+        found = _DIRNAMES.get(key)
+        if found is None:
+            found = _DIRNAMES[key] = str(super().dirname(test_location=test_location))
+        return found
 
     @classmethod
     def get_location(cls, *, test_location: Any, index: Any) -> str:
