@@ -252,6 +252,7 @@ def read_stored(assertion: Any) -> tuple[str, str | None]:
 _just_read: tuple[str, str | None] | None = None
 #: Snapshot directories by test file and ``--snapshot-dirname``.
 _DIRNAMES: dict[tuple[str, str], str] = {}
+_DISCOVERY_DIRNAMES: dict[tuple[str, str], str] = {}
 #: The last snapshot location computed: syrupy asks for a test's location four
 #: times per assertion, and each answer takes a dozen path operations.
 _last_location: tuple[Any, Any, str] | None = None
@@ -271,6 +272,15 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
         found = _DIRNAMES.get(key)
         if found is None:
             found = _DIRNAMES[key] = str(super().dirname(test_location=test_location))
+        return found
+
+    @classmethod
+    def discovery_dirname(cls, *, test_location: Any) -> str:
+        # Asked for every snapshot file when syrupy looks for unused ones at the end.
+        key = (test_location.filepath, str(cls.snapshot_dirname))
+        found = _DISCOVERY_DIRNAMES.get(key)
+        if found is None:
+            found = _DISCOVERY_DIRNAMES[key] = str(super().discovery_dirname(test_location=test_location))
         return found
 
     @classmethod
