@@ -122,6 +122,10 @@ def pytest_runtest_makereport(
         from pytest_seedrepro import writes
 
         writes.finish(item, report)
+        # The test is over and its report carries what the summary needs: kept,
+        # every test's calls, recording and closures would live until the session
+        # ends, for the garbage collector to walk again and again.
+        del item.stash[TEST_STATE]
     return report
 
 
