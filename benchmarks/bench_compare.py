@@ -168,6 +168,102 @@ def test_{n}(seeded_llm):
 """
 
 
+#: A ``-p`` plugin for ``--phases``: real time (no profiler), tests 2..N, medians per test.
+PHASE_PROBE = """
+import os
+import statistics
+import time
+
+import pytest
+
+_times = {}
+_seen = 0
+_PARTS = {  # module: (owner attribute or None, function): what the plugin does per test, by part
+    "pytest_seedrepro.recording": [("Recording", "load_cassette", "recording: read and parse")],
+    "pytest_seedrepro.snapshots": [
+        (None, "read_stored", "snapshot: locate and read"),
+        (None, "parse", "snapshot: parse"),
+    ],
+    "pytest_seedrepro.verdict": [(None, "after_body", "verdict (snapshot read and parse included)")],
+    "pytest_seedrepro.writes": [(None, "finish", "end of test (syrupy's assertion)")],
+    "pytest_seedrepro.intercept": [("ActiveTest", "before_request", "pinning a request")],
+    "pytest_seedrepro.fixture": [("SeededLLM", "complete", "complete() (the SDK call included)")],
+}
+
+
+def _note(label, seconds):
+    if _seen > 1:
+        _times.setdefault(label, []).append(seconds)
+
+
+def _timed(function, label):
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _note(label, time.perf_counter() - start)
+
+    return timed
+
+
+def pytest_configure(config):
+    import importlib
+
+    if not config.pluginmanager.hasplugin("seedrepro"):
+        return
+    for module_name, parts in _PARTS.items():
+        module = importlib.import_module(module_name)
+        for owner_name, name, label in parts:
+            owner = getattr(module, owner_name) if owner_name else module
+            setattr(owner, name, _timed(getattr(owner, name), label))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    global _seen
+    _seen += 1
+    start = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        _note("whole test (pytest's protocol)", time.perf_counter() - start)
+
+
+def _phase(when):
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def hook(item):
+        start = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            _note(f"{when}", time.perf_counter() - start)
+
+    return hook
+
+
+pytest_runtest_setup = _phase("set-up")
+pytest_runtest_call = _phase("call (body and verdict)")
+pytest_runtest_teardown = _phase("tear-down")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_fixture_setup(fixturedef, request):
+    start = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        if fixturedef.argname == "seeded_llm":
+            _note("seeded_llm set-up (recording read included)", time.perf_counter() - start)
+
+
+def pytest_unconfigure(config):
+    with open(os.environ["SEEDREPRO_BENCH_PHASES_OUT"], "w") as out:
+        for label, values in _times.items():
+            out.write(f"{statistics.median(values) * 1000:.3f}\\t{len(values)}\\t{label}\\n")
+"""
+
+
 def write_suite(root: Path, tests: int, per_module: int, header: str, test: str, conftest: str = "") -> int:
     """``tests`` tests, ``per_module`` to a module, each module ``header`` then its tests.
 
@@ -267,6 +363,12 @@ def main() -> None:
         help="with --profile: also profile tests 2..N of one more run, each from set-up to teardown "
         "(no one-off imports): the steady cost of a test",
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="after the timed runs, time tests 2..N of one more floor and ours run each, without a "
+        "profiler: median ms per test of pytest's phases and of the plugin's parts",
+    )
     parser.add_argument("--no-bytecode-cache", action="store_true", help=NO_CACHE_HELP)
     options = parser.parse_args()
     n, runs = options.tests, options.runs
@@ -356,6 +458,22 @@ def main() -> None:
         probe = base / "probe"
         probe.mkdir()
         (probe / "seedrepro_bench_steady.py").write_text(STEADY_PROBE)
+        (probe / "seedrepro_bench_phases.py").write_text(PHASE_PROBE)
+        if options.phases:
+            print(f"\nreal time of tests 2..{n} (no profiler), median ms per test:")
+            for name in ("floor", "ours"):
+                out = base / f"{name}.phases"
+                run_pytest(
+                    roots[name],
+                    [*ARGS, *PLUGINS_OFF[name], *extra[name], "-p", "seedrepro_bench_phases"],
+                    env={**env[name], "PYTHONPATH": str(probe), "SEEDREPRO_BENCH_PHASES_OUT": str(out)},
+                    expect_passed=n,
+                    expect_output=expect[name],
+                )
+                print(f"  {name}")
+                for line in out.read_text().splitlines():
+                    median, times, label = line.split("\t")
+                    print(f"    {float(median):7.3f}  {label} ({times}x)")
         for name in [] if options.profile is None else options.profile or ["ours"]:
             prof = base / f"{name}.prof"
             replay(name, python_args=["-m", "cProfile", "-o", str(prof)])
