@@ -72,6 +72,20 @@ def test_the_shared_client_is_built_once_even_from_threads_and_closed_at_the_end
     run.close_shared_clients()
 
 
+def test_the_shared_client_follows_the_organisation_and_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
+    monkeypatch.delenv("OPENAI_PROJECT_ID", raising=False)
+    run = RunState(settings("replay"))
+    plain = run.shared_client("sk-a", "http://127.0.0.1:1/v1")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-x")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-y")
+    scoped = run.shared_client("sk-a", "http://127.0.0.1:1/v1")
+    assert scoped is not plain
+    assert (scoped.organization, scoped.project) == ("org-x", "proj-y")
+    assert (plain.organization, plain.project) == (None, None)
+    run.close_shared_clients()
+
+
 def test_complete_works_after_the_test_closed_its_client(suite: pytest.Pytester) -> None:
     suite.makepyfile(
         test_it="""

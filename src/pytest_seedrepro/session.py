@@ -8,6 +8,7 @@ end-of-test writes depend on this module rather than on each other.
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 import threading
@@ -34,10 +35,10 @@ class RunState:
     #: Set when a test patched the openai SDK (and so imported it): the patches
     #: are undone when the run ends.
     sdk_patched: bool = False
-    #: ``complete()``'s clients, by API key and base URL: no test can reach (or
-    #: close) them, so one serves every test, and a test that only calls
-    #: ``complete()`` does not pay for building a client (~0.3 ms).
-    _shared_clients: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+    #: ``complete()``'s clients, by API key, base URL, organisation and project:
+    #: no test can reach (or close) them, so one serves every test, and a test
+    #: that only calls ``complete()`` does not pay for building a client (~0.3 ms).
+    _shared_clients: dict[tuple[str | None, ...], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ssl_context(self, client_class: type) -> Any:
@@ -54,17 +55,22 @@ class RunState:
         return self._ssl_context
 
     def shared_client(self, api_key: str, base_url: str | None) -> Any:
-        """The run's private ``openai.OpenAI`` for ``api_key`` and ``base_url``, built on first use."""
-        client = self._shared_clients.get((api_key, base_url))
+        """The run's private ``openai.OpenAI`` for ``api_key`` and ``base_url``, built on first use.
+
+        Also by the organisation and project the SDK would read from the
+        environment, so a test that sets them gets a client that sends them.
+        """
+        key = (api_key, base_url, os.environ.get("OPENAI_ORG_ID"), os.environ.get("OPENAI_PROJECT_ID"))
+        client = self._shared_clients.get(key)
         if client is None:
             with self._lock:  # a test may call complete() from several threads at once: build one
-                client = self._shared_clients.get((api_key, base_url))
+                client = self._shared_clients.get(key)
                 if client is None:
                     import openai
 
                     http = openai.DefaultHttpxClient(verify=self.ssl_context(openai.DefaultHttpxClient))
                     client = openai.OpenAI(api_key=api_key, base_url=base_url, http_client=http)
-                    self._shared_clients[(api_key, base_url)] = client
+                    self._shared_clients[key] = client
         return client
 
     def close_shared_clients(self) -> None:
