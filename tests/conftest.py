@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # pytester's in-process runs restore sys.modules after each run, so anything a
 # run imports is imported afresh by the next one: openai (~0.4 s) every time,
@@ -47,7 +49,7 @@ def sentinel_key() -> str:
 @pytest.fixture
 def make_suite(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[str], pytest.Pytester]:
+) -> Iterator[Callable[[str], pytest.Pytester]]:
     """Turn the pytester directory into a suite whose ini points seedrepro at ``base_url``, with a sentinel key."""
 
     def make(base_url: str) -> pytest.Pytester:
@@ -66,7 +68,18 @@ def make_suite(
         )
         return pytester
 
-    return make
+    yield make
+    # The suites' own tests build clients they never close, as applications
+    # do. Their connections are garbage once the inner runs end; collected
+    # here, out of pytest's sight, they cannot surface as an unraisable
+    # ResourceWarning inside whichever later test happens to trigger the
+    # garbage collector.
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 @pytest.fixture
