@@ -249,3 +249,12 @@ def test_a_replayed_request_is_matched_on_its_body_and_played_once(suite: pytest
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*call 2: *already replayed*"])
     assert files_of(suite.path) == written
+
+
+def test_snapshot_directories_follow_snapshot_dirname_between_runs(suite: pytest.Pytester) -> None:
+    # Both runs are in this process: a directory cached from the first must not leak into the second.
+    suite.makepyfile(test_it="def test_a(seeded_llm):\n    assert seeded_llm.complete('one')\n")
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    assert (suite.path / "__snapshots__" / "test_it" / "test_a.llm.yaml").is_file()
+    suite.runpytest("--snapshot-dirname=elsewhere", "--snapshot-update").assert_outcomes(passed=1)
+    assert (suite.path / "elsewhere" / "test_it" / "test_a.llm.yaml").is_file()

@@ -250,9 +250,18 @@ def read_stored(assertion: Any) -> tuple[str, str | None]:
 
 #: The last snapshot :func:`read_stored` read, until syrupy asks for it (once).
 _just_read: tuple[str, str | None] | None = None
-#: Snapshot directories by test file and ``--snapshot-dirname``.
-_DIRNAMES: dict[tuple[str, str], str] = {}
-_DISCOVERY_DIRNAMES: dict[tuple[str, str], str] = {}
+#: syrupy's snapshot directories (which kind, test file, ``--snapshot-dirname``).
+_DIRECTORIES: dict[tuple[str, str, str], str] = {}
+
+
+def _directory(kind: str, cls: Any, test_location: Any, compute: Any) -> str:
+    key = (kind, test_location.filepath, str(cls.snapshot_dirname))
+    found = _DIRECTORIES.get(key)
+    if found is None:
+        found = _DIRECTORIES[key] = str(compute(test_location=test_location))
+    return found
+
+
 #: The last snapshot location computed: syrupy asks for a test's location four
 #: times per assertion, and each answer takes a dozen path operations.
 _last_location: tuple[Any, Any, str] | None = None
