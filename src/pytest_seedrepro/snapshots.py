@@ -275,22 +275,14 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
 
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
-        # syrupy derives it from the test file's path and its --snapshot-dirname
-        # alone, with a dozen path operations per call (three calls a test).
-        key = (test_location.filepath, str(cls.snapshot_dirname))
-        found = _DIRNAMES.get(key)
-        if found is None:
-            found = _DIRNAMES[key] = str(super().dirname(test_location=test_location))
-        return found
+        # Three calls a test, each a dozen path operations, for a value that
+        # depends only on the test file and --snapshot-dirname.
+        return _directory("dirname", cls, test_location, super().dirname)
 
     @classmethod
     def discovery_dirname(cls, *, test_location: Any) -> str:
         # Asked for every snapshot file when syrupy looks for unused ones at the end.
-        key = (test_location.filepath, str(cls.snapshot_dirname))
-        found = _DISCOVERY_DIRNAMES.get(key)
-        if found is None:
-            found = _DISCOVERY_DIRNAMES[key] = str(super().discovery_dirname(test_location=test_location))
-        return found
+        return _directory("discovery", cls, test_location, super().discovery_dirname)
 
     @classmethod
     def get_location(cls, *, test_location: Any, index: Any) -> str:
