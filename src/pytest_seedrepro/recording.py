@@ -171,6 +171,7 @@ def _scrub_request(request: Any) -> Any:
     for name in list(request.headers):
         if name.lower() not in KEPT_REQUEST_HEADERS:
             del request.headers[name]
+    _fix_multipart_boundary(request)
     parts = urlsplit(request.uri)
     if parts.query:
         query = [
@@ -178,6 +179,40 @@ def _scrub_request(request: Any) -> Any:
         ]
         request.uri = urlunsplit(parts._replace(query=urlencode(query)))
     return request
+
+
+#: The boundary every stored multipart body is written with. httpx draws a random
+#: one per request (uploads: transcriptions, files, image edits), so the same
+#: upload never matched its recording and each ``record`` run appended a copy.
+MULTIPART_BOUNDARY = "seedrepro-multipart-boundary"
+_BOUNDARY = re.compile(r'(boundary=)("?)([^";,\s]+)("?)', re.IGNORECASE)
+
+
+def _fix_multipart_boundary(request: Any) -> None:
+    """Give a multipart request the fixed boundary, in its content-type and its body alike.
+
+    vcrpy passes a request through this filter before matching it too, so the
+    stored request and every later one compare equal when their parts are.
+    Only the delimiter lines change (``--boundary``), never a part's bytes: a
+    binary upload round-trips as it was sent.
+    """
+    content_type = request.headers.get("content-type") or request.headers.get("Content-Type")
+    if not content_type or not content_type.lower().startswith("multipart/"):
+        return
+    found = _BOUNDARY.search(content_type)
+    body = request.body
+    if found is None or found.group(3) == MULTIPART_BOUNDARY or not isinstance(body, bytes):
+        return
+    old = b"--" + found.group(3).encode("latin-1")
+    new = b"--" + MULTIPART_BOUNDARY.encode("ascii")
+    # Each delimiter starts the body or a line; replacing only those leaves part contents alone.
+    if body.startswith(old):
+        body = new + body[len(old) :]
+    request.body = body.replace(b"\r\n" + old, b"\r\n" + new)
+    fixed = content_type[: found.start(3)] + MULTIPART_BOUNDARY + content_type[found.end(3) :]
+    for name in list(request.headers):
+        if name.lower() == "content-type":
+            request.headers[name] = fixed
 
 
 def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
@@ -490,7 +525,7 @@ def _body_differences(failed: Any, recorded: Any) -> str:
                 differences.append(
                     f"body key {key!r} ({_short(old.get(key))} recorded, {_short(new.get(key))} now)"
                 )
-    elif new != old:
+    elif new != old or (new is None and failed.body != recorded.body):  # not JSON: an upload's bytes
         differences.append("body")
     return ", ".join(differences)
 

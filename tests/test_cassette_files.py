@@ -1,0 +1,79 @@
+"""What a cassette holds and where it lives: uploads that replay, one file per test, stable bytes, no secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmserver import LLMServer
+
+UPLOADS = """
+import base64, json, pytest
+
+AUDIO = bytes(range(256)) * 2  # every byte value: CR LF, NUL and dashes inside a multipart part
+
+def dump(name, value):
+    with open(f"out-{name}.json", "w") as f:
+        json.dump(value, f)
+
+def test_transcription(seeded_llm):
+    first = seeded_llm.client.audio.transcriptions.create(model="whisper-1", file=("a.wav", AUDIO, "audio/wav"))
+    again = seeded_llm.client.audio.transcriptions.create(model="whisper-1", file=("a.wav", AUDIO, "audio/wav"))
+    dump("transcription", [first.text, again.text])
+
+def test_file_upload(seeded_llm):
+    uploaded = seeded_llm.client.files.create(file=("data.jsonl", b'{"a": 1}\\n'), purpose="batch")
+    dump("file_upload", uploaded.model_dump())
+
+def test_image_edit(seeded_llm):
+    edited = seeded_llm.client.images.edit(image=("i.png", b"\\x89PNG\\r\\n\\x1a\\n\\x00\\xff"), prompt="a hat", n=2)
+    dump("image_edit", [image.b64_json for image in edited.data])
+
+def test_embeddings(seeded_llm):
+    vectors = seeded_llm.client.embeddings.create(model="text-embedding-3-small", input=["a pear", "a plum"])
+    dump("embeddings", [d.embedding for d in vectors.data])
+"""
+UPLOAD_TESTS = ("transcription", "file_upload", "image_edit", "embeddings")
+
+
+def cassette_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "cassettes").rglob("*.yaml"))}
+
+
+def test_uploads_and_embeddings_replay_offline_and_record_again_unchanged(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(test_uploads=UPLOADS)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=4)
+    recorded = {name: json.loads((suite.path / f"out-{name}.json").read_text()) for name in UPLOAD_TESTS}
+    first, again = recorded["transcription"]
+    assert first == again == llm_server.expected_transcription(model="whisper-1", audio=bytes(range(256)) * 2)
+    files = cassette_bytes(suite.path)
+    assert len(files) == 4
+
+    port = llm_server.port
+    llm_server.stop()
+    result = suite.runpytest("--seedrepro-mode=replay")
+    result.assert_outcomes(passed=4)
+    for name in UPLOAD_TESTS:
+        assert json.loads((suite.path / f"out-{name}.json").read_text()) == recorded[name], name
+    assert cassette_bytes(suite.path) == files
+
+    llm_server.start(port=port)
+    llm_server.reset()
+    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=4)
+    assert llm_server.requests == []  # every upload matched its recording
+    assert cassette_bytes(suite.path) == files
+
+
+def test_a_changed_upload_in_replay_is_named_a_body_change(suite: pytest.Pytester) -> None:
+    test = "def test_a(seeded_llm):\n    seeded_llm.client.files.create(file=('d.txt', {data!r}), purpose='batch')\n"
+    suite.makepyfile(test_it=test.format(data=b"one"))
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    suite.makepyfile(test_it=test.format(data=b"two"))
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["seedrepro: *POST /files * the closest recorded request differs in body. *"])
+    result.stdout.no_fnmatch_line("*already replayed*")
