@@ -77,3 +77,39 @@ def test_a_changed_upload_in_replay_is_named_a_body_change(suite: pytest.Pyteste
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["seedrepro: *POST /files * the closest recorded request differs in body. *"])
     result.stdout.no_fnmatch_line("*already replayed*")
+
+
+FOLDING_IDS = """
+import json, pytest
+
+IDS = ["a b", "a_b", "a/b", "ab", "x" * 300, "x" * 299 + "y"]  # the last two: cut to one long prefix
+
+@pytest.mark.parametrize("number", range(len(IDS)), ids=IDS)
+def test_it(seeded_llm, number):
+    answer = seeded_llm.complete(f"prompt {number}")
+    with open(f"out-{number}.json", "w") as f:
+        json.dump(answer, f)
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_ids_that_fold_to_one_file_name_get_files_of_their_own(
+    suite: pytest.Pytester, llm_server: LLMServer, workers: list[str]
+) -> None:
+    suite.makepyfile(test_ids=FOLDING_IDS)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update", *workers).assert_outcomes(passed=6)
+    cassettes = sorted((suite.path / "cassettes" / "test_ids").glob("*.yaml"))
+    snapshots = sorted((suite.path / "__snapshots__" / "test_ids").glob("*.llm.yaml"))
+    assert len(cassettes) == 6 and len(snapshots) == 6
+    # Names the sanitising left alone are what they always were: existing files keep working.
+    assert {"test_it[a_b].yaml", "test_it[ab].yaml"} <= {p.name for p in cassettes}
+    assert {"test_it[a b].llm.yaml", "test_it[a_b].llm.yaml", "test_it[ab].llm.yaml"} <= {
+        p.name for p in snapshots
+    }
+    assert all(len(p.name) <= 255 for p in cassettes + snapshots)
+    recorded = {p.name: p.read_text() for p in suite.path.glob("out-*.json")}
+    assert len(set(recorded.values())) == 6
+
+    llm_server.stop()
+    suite.runpytest("--seedrepro-mode=replay", *workers).assert_outcomes(passed=6)
+    assert {p.name: p.read_text() for p in suite.path.glob("out-*.json")} == recorded

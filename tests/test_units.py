@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from pytest_seedrepro import snapshots
 from pytest_seedrepro.calls import Call, is_pinnable
+from pytest_seedrepro.files import MAX_NAME_BYTES
 from pytest_seedrepro.pinning import pin_body
 from pytest_seedrepro.recording import _scrub_response, _stable_body, cassette_path
 
@@ -54,7 +56,34 @@ def test_cassette_path_is_per_test_and_filesystem_safe() -> None:
         Path("/p/tests/test_mod.py"), "tests/test_mod.py::TestX::test_y[a/b c?]", "cassettes"
     )
     assert path.parent == Path("/p/tests/cassettes/test_mod")
-    assert path.name == "TestX.test_y[a_b_c_].yaml"
+    # The sanitising changed the name, so it ends in a digest of the node id: no other id folds to it.
+    assert re.fullmatch(r"TestX\.test_y\[a_b_c_\]-[0-9a-f]{8}\.yaml", path.name)
+    assert (
+        cassette_path(Path("/p/tests/test_mod.py"), "tests/test_mod.py::TestX::test_y[a/b c?]", "c").name
+        == path.name
+    )
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "name"),
+    [
+        ("t.py::test_a", "test_a.yaml"),
+        ("t.py::TestX::test_y[a_b-1.5,c=d+e]", "TestX.test_y[a_b-1.5,c=d+e].yaml"),
+        ("t.py::test_ü[ß]", "test_ü[ß].yaml"),
+    ],
+)
+def test_cassette_names_that_need_no_change_stay_as_they_were(nodeid: str, name: str) -> None:
+    assert cassette_path(Path("/p/t.py"), nodeid, "cassettes").name == name
+
+
+def test_cassette_names_that_fold_together_get_names_of_their_own() -> None:
+    ids = ["a b", "a_b", "a?b", "a/b", "x" * 300, "x" * 299 + "y", "é" * 200, "é" * 199 + "e"]
+    names = [cassette_path(Path("/p/t.py"), f"t.py::test[{i}]", "c").name for i in ids]
+    assert len(set(names)) == len(ids)
+    assert names[1] == "test[a_b].yaml"
+    assert all(len(name.encode()) <= MAX_NAME_BYTES for name in names)
+    # The suffix depends on the test's part of the node id, not on where pytest's rootdir is.
+    assert cassette_path(Path("/q/t.py"), "sub/t.py::test[a b]", "c").name == names[0]
 
 
 def test_error_responses_are_never_recorded() -> None:

@@ -24,7 +24,7 @@ from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
 
 from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error, sse_payload
-from pytest_seedrepro.files import UnreadableFile, read_text, write_atomically, yaml_problem
+from pytest_seedrepro.files import UnreadableFile, own_stem, read_text, write_atomically, yaml_problem
 from pytest_seedrepro.options import record_command
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
@@ -62,10 +62,17 @@ class CorruptRecording(Exception):
 
 
 def cassette_path(test_path: Path, nodeid: str, cassette_dir: str) -> Path:
-    """``<test dir>/<cassette dir>/<module>/<Class.test_name[params]>.yaml``."""
+    """``<test dir>/<cassette dir>/<module>/<Class.test_name[params]>.yaml``, one file per test.
+
+    A name the sanitising changed (``test[a b]`` -> ``test[a_b]``) or cut ends
+    in ``-`` and 8 hex digits of the node id (``files.own_stem``), so it never
+    folds into another test's file.
+    """
     parts = nodeid.split("::")[1:]
-    name = re.sub(r"[^\w.\[\]=,+-]+", "_", ".".join(parts))
-    return test_path.parent / cassette_dir / test_path.stem / f"{name}.yaml"
+    original = ".".join(parts)
+    name = re.sub(r"[^\w.\[\]=,+-]+", "_", original)
+    stem = own_stem(name, original, nodeid, ".yaml")
+    return test_path.parent / cassette_dir / test_path.stem / f"{stem}.yaml"
 
 
 class Recording:
