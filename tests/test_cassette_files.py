@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llmserver import LLMServer
 
@@ -113,3 +114,28 @@ def test_ids_that_fold_to_one_file_name_get_files_of_their_own(
     llm_server.stop()
     suite.runpytest("--seedrepro-mode=replay", *workers).assert_outcomes(passed=6)
     assert {p.name: p.read_text() for p in suite.path.glob("out-*.json")} == recorded
+
+
+def test_cassettes_are_written_by_pyyaml_s_own_emitter_whether_or_not_libyaml_is_there(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    # libyaml's emitter folds long escaped lines elsewhere than PyYAML's: non-ASCII and CR LF show it.
+    answer = "Grüße aus Köln, très bien \r\n" * 6
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "system_fingerprint": "fp_1",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+        ],
+    }
+    llm_server.serve_next_raw(json.dumps(completion, ensure_ascii=False))
+    suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('Ça va? ' * 20)\n")
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    (cassette,) = (suite.path / "cassettes").rglob("*.yaml")
+    text = cassette.read_text(encoding="utf-8")
+    data = yaml.load(text, Loader=yaml.SafeLoader)
+    assert text == yaml.dump(data, Dumper=yaml.Dumper)  # PyYAML's pure-Python emitter
+    assert "Gr\\xFC\\xDFe" in text  # the answer is in it, escaped as before

@@ -600,3 +600,25 @@ def test_tool_call_ids_are_numbered_in_order_of_appearance_everywhere() -> None:
         .replace('call_1"', 'call_Q"')
     )
     assert snapshots.number_tool_calls(other, ["call_Xy7", "call_Q"]) == numbered
+
+
+def test_cassette_serializer_writes_with_the_pure_emitter_and_reads_back_binary_bodies() -> None:
+    import yaml
+    from vcr.serializers import yamlserializer
+
+    from pytest_seedrepro.recording import CassetteSerializer
+
+    data = {
+        "interactions": [
+            {
+                "request": {"body": b"\x00\xff--boundary\r\n" * 9},
+                "response": {"body": {"string": "Grüße \r\n" * 20}},
+            }
+        ],
+        "version": 1,
+    }
+    text = CassetteSerializer.serialize(data)
+    assert text == yaml.dump(data, Dumper=yaml.Dumper)
+    assert CassetteSerializer.deserialize(text) == data
+    if yaml.__with_libyaml__:  # the reason for it: vcrpy's own dumper is libyaml's here, and folds otherwise
+        assert yamlserializer.serialize(data) != text

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import yaml
 from vcr.cassette import Cassette
 from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
@@ -51,6 +52,36 @@ _STABLE_ID_OBJECTS = {
     "text_completion": "cmpl-recorded",
 }
 _MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "body")
+
+
+class _PureDumper(yaml.Dumper):
+    """vcrpy's YAML dumper with PyYAML's own emitter, never libyaml's.
+
+    vcrpy dumps through libyaml's ``CDumper`` when it is installed, and the two
+    emitters fold long escaped lines differently (non-ASCII text, ``\\r\\n``):
+    the same cassette would be other bytes on another machine. The
+    representers are the same classes, so only the layout can differ.
+    """
+
+
+class CassetteSerializer:
+    """vcrpy's serializer interface: cassettes written byte-identical on every machine.
+
+    Reading keeps vcrpy's own safe loader (libyaml's when present): it only
+    has to give the same values back.
+    """
+
+    @staticmethod
+    def serialize(cassette_dict: dict[str, Any]) -> str:
+        """The cassette's YAML text, from PyYAML's pure-Python emitter."""
+        return str(yaml.dump(cassette_dict, Dumper=_PureDumper))
+
+    @staticmethod
+    def deserialize(cassette_string: str) -> Any:
+        """The cassette's data, read by vcrpy's safe loader."""
+        from vcr.serializers import yamlserializer
+
+        return yamlserializer.deserialize(cassette_string)
 
 
 class MissingRecording(Exception):
@@ -294,10 +325,9 @@ def _cassette_options(mode: str) -> dict[str, Any]:
     if options is None:
         from vcr import matchers
         from vcr.record_mode import RecordMode
-        from vcr.serializers import yamlserializer
 
         options = _CASSETTE_OPTIONS[mode] = {
-            "serializer": yamlserializer,
+            "serializer": CassetteSerializer,
             "record_mode": RecordMode(RECORD_MODES[mode]),
             # vcrpy's default match_on ignores the body: a changed seed or prompt
             # would silently replay another request's answer.
