@@ -139,3 +139,29 @@ def test_cassettes_are_written_by_pyyaml_s_own_emitter_whether_or_not_libyaml_is
     data = yaml.load(text, Loader=yaml.SafeLoader)
     assert text == yaml.dump(data, Dumper=yaml.Dumper)  # PyYAML's pure-Python emitter
     assert "Gr\\xFC\\xDFe" in text  # the answer is in it, escaped as before
+
+
+def test_ordinary_query_parameters_are_kept_and_credentials_dropped(
+    suite: pytest.Pytester, llm_server: LLMServer, sentinel_key: str
+) -> None:
+    suite.makepyfile(
+        test_it=f"""
+        import openai
+
+        def test_a(seeded_llm):
+            client = openai.OpenAI(default_query={{
+                "max_tokens": "7", "author": "ann", "keywords": "x,y", "api-key": "{sentinel_key}",
+                "sessionToken": "{sentinel_key}",
+            }})
+            client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "q"}}])
+        """
+    )
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    assert sentinel_key in llm_server.requests[0].query  # sent, and dropped on the way to the file
+    (cassette,) = (suite.path / "cassettes").rglob("*.yaml")
+    text = cassette.read_text()
+    assert sentinel_key not in text
+    uri = yaml.safe_load(text)["interactions"][0]["request"]["uri"]
+    assert uri.endswith("/chat/completions?max_tokens=7&author=ann&keywords=x%2Cy")
+    llm_server.stop()
+    suite.runpytest().assert_outcomes(passed=1)  # matched on the parameters kept

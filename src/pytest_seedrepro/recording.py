@@ -37,10 +37,23 @@ RECORD_MODES = {"replay": "none", "record": "new_episodes", "rerecord": "all"}
 #: never reach the file, nor any header a provider adds tomorrow.
 KEPT_REQUEST_HEADERS = frozenset({"content-type", "accept"})
 KEPT_RESPONSE_HEADERS = frozenset({"content-type"})
-#: A query parameter whose name holds one of these (any case, any separator:
-#: ``api-key``, ``subscription-key``, ``apikey``, ``access_token``, ``sig``) is
-#: dropped from the recording, and from requests before they are matched.
-_CREDENTIAL_NAME = re.compile(r"key|token|secret|passw|pwd|sig|auth|credential|subscription|session")
+#: A query parameter is dropped from the recording, and from requests before
+#: they are matched, when a word of its name (split at separators and camel
+#: case: ``api-key``, ``sessionToken``, ``X-Amz-Signature``) is one of these,
+#: or one of them glued to a qualifier (``apikey``, ``accesstoken``). Whole
+#: words only: ``max_tokens``, ``author``, ``keywords`` are ordinary parameters.
+_CREDENTIAL_WORDS = frozenset(
+    {"key", "token", "secret", "password", "passwd", "pwd", "passphrase", "sig", "signature"}
+    | {"credential", "credentials", "auth", "authorization", "bearer", "jwt", "cookie"}
+    # A session id in a URL is a bearer credential: dropping an ordinary one costs only matching on it.
+    | {"session", "sessionid"}
+)
+_CREDENTIAL_QUALIFIERS = ("api", "access", "auth", "session", "client", "secret", "private", "subscription")
+_GLUED_CREDENTIALS = frozenset(
+    q + w for q in _CREDENTIAL_QUALIFIERS for w in ("key", "token", "secret", "sig", "signature")
+)
+#: Words of a name: lower-case runs, capitalised words, acronyms (``APIKey`` -> API, Key), digits.
+_NAME_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 #: Per-request wall-clock measurements some servers add (llama.cpp's
 #: llama-server: ``timings``); no SDK reads them and they change every run.
 _TIMING_KEYS = ("timings",)
@@ -201,8 +214,11 @@ def _response_text(response: dict[str, Any]) -> str:
 
 
 def is_credential_name(name: str) -> bool:
-    """Whether a query parameter's name looks like it carries a secret (any case or separator)."""
-    return bool(_CREDENTIAL_NAME.search(re.sub(r"[^a-z0-9]", "", name.lower())))
+    """Whether a query parameter's name says it carries a secret (``api-key``, ``sig``, ``sessionToken``)."""
+    return any(
+        word in _CREDENTIAL_WORDS or word in _GLUED_CREDENTIALS
+        for word in (match.lower() for match in _NAME_WORDS.findall(name))
+    )
 
 
 def _scrub_request(request: Any) -> Any:
