@@ -649,3 +649,27 @@ def test_cassette_serializer_writes_with_the_pure_emitter_and_reads_back_binary_
     assert CassetteSerializer.deserialize(text) == data
     if yaml.__with_libyaml__:  # the reason for it: vcrpy's own dumper is libyaml's here, and folds otherwise
         assert yamlserializer.serialize(data) != text
+
+
+def test_multipart_boundary_is_fixed_in_header_and_delimiters_only() -> None:
+    from vcr.request import Request
+
+    from pytest_seedrepro.recording import MULTIPART_BOUNDARY, _scrub_request
+
+    def upload(boundary: str, content: bytes, quoted: bool = False) -> Request:
+        value = f'"{boundary}"' if quoted else boundary
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'.encode()
+            + content
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers = {"Content-Type": f"multipart/form-data; boundary={value}", "Authorization": "Bearer k"}
+        return Request("POST", "http://h/v1/files", body, headers)
+
+    content = b"\x00\xff x--abc123 --abc123\n--abc123"  # the old boundary inside the file, never on a delimiter line
+    first = _scrub_request(upload("abc123", content))
+    second = _scrub_request(upload("f00d" * 8, content, quoted=True))
+    assert first.body == second.body and first.headers == second.headers
+    assert first.headers["content-type"] == f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"
+    assert content in first.body and first.body.startswith(f"--{MULTIPART_BOUNDARY}\r\n".encode())
+    assert _scrub_request(first).body == first.body  # vcrpy filters a request more than once

@@ -263,7 +263,7 @@ def _fix_multipart_boundary(request: Any) -> None:
     if body.startswith(old):
         body = new + body[len(old) :]
     request.body = body.replace(b"\r\n" + old, b"\r\n" + new)
-    fixed = content_type[: found.start(3)] + MULTIPART_BOUNDARY + content_type[found.end(3) :]
+    fixed = content_type[: found.start(2)] + MULTIPART_BOUNDARY + content_type[found.end(4) :]
     for name in list(request.headers):
         if name.lower() == "content-type":
             request.headers[name] = fixed
