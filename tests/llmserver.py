@@ -25,6 +25,16 @@ that every input and a change of ``variant`` (a "backend change") change them as
 - chat and legacy completions stream as ``data:`` chunks ending with ``data: [DONE]``; the Responses API
   streams named events (``event:`` + ``data:``) ending with ``response.completed``.
 
+Endpoints that are not completions answer deterministically from the request too (and do not stream):
+
+- ``/v1/embeddings``: one vector of ``dimensions`` (default 8) values per input, derived from the model,
+  the input and ``variant`` (:meth:`LLMServer.expected_embedding`), sent as floats or as base64 float32
+  (``encoding_format``, which the SDK sets to base64 by default);
+- uploads, read as ``multipart/form-data``: ``/v1/audio/transcriptions`` answers text generated from the
+  model and the file's bytes (:meth:`LLMServer.expected_transcription`; ``response_format`` json or
+  text); ``/v1/files`` answers a file object whose id is a digest of the file, its name and purpose;
+  ``/v1/images/edits`` answers one ``b64_json`` image per ``n``, a digest of the image, prompt and index.
+
 Lifecycle: ``start()`` binds and serves in a daemon thread; ``stop()`` closes the listening socket and every
 open client connection, so afterwards connections are refused.  ``start()`` may be called again after
 ``stop()`` (pass the old ``port`` to come back on the same port).  Stopping and restarting KEEPS the request
@@ -39,6 +49,7 @@ Only the standard library is used, except pytest for the ``llm_server`` fixture.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import dataclasses
@@ -51,6 +62,7 @@ import math
 import random
 import re
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -68,12 +80,14 @@ __all__ = [
     "LLMServer",
     "ReceivedRequest",
     "default_response_headers",
+    "embedding_for",
     "generate_arguments",
     "generate_json",
     "generate_text",
     "json_text",
     "llm_server",
     "running_server",
+    "transcription_for",
     "value_for_schema",
 ]
 
@@ -104,7 +118,12 @@ LINE_WORDS = 5
 STOP_GRACE_SECONDS = 0.8
 
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
-KNOWN_PATHS = (*COMPLETION_PATHS, "/v1/models")
+UPLOAD_PATHS = ("/v1/audio/transcriptions", "/v1/files", "/v1/images/edits")
+KNOWN_PATHS = (*COMPLETION_PATHS, *UPLOAD_PATHS, "/v1/embeddings", "/v1/models")
+# Embeddings have this many values unless the request asks for ``dimensions``.
+DEFAULT_DIMENSIONS = 8
+# The ``created`` / ``created_at`` of upload answers: fixed, as everything else the server makes up.
+CREATED = 1_700_000_000
 
 # Plain, lower-case, unambiguous English words: outputs stay readable in snapshots and diffs.
 VOCABULARY: tuple[str, ...] = tuple(
@@ -895,6 +914,16 @@ class LLMServer:
             variant=self.variant,
         )
 
+    def expected_embedding(
+        self, *, model: str, input: object, dimensions: int = DEFAULT_DIMENSIONS
+    ) -> list[float]:
+        """The embedding the server answers for one ``input`` under the current ``variant``."""
+        return embedding_for(model=model, input=input, dimensions=dimensions, variant=self.variant)
+
+    def expected_transcription(self, *, model: str, audio: bytes) -> str:
+        """The transcription the server answers for ``audio`` under the current ``variant``."""
+        return transcription_for(model=model, audio=audio, variant=self.variant)
+
     def expected_tool_arguments(
         self,
         *,
@@ -1015,8 +1044,14 @@ class LLMServer:
             return
 
         try:
+            if request.path in UPLOAD_PATHS:
+                self._answer_upload(handler, settings, request, _multipart_fields(request))
+                return
             if request.body is None:
                 raise _BadRequest("The request body must be a JSON object.")
+            if request.path == "/v1/embeddings":
+                self._answer_embeddings(handler, settings, request, request.body)
+                return
             if request.path == "/v1/chat/completions":
                 self._answer_chat(handler, settings, request, request.body)
             elif request.path == "/v1/completions":
@@ -1025,6 +1060,96 @@ class LLMServer:
                 self._answer_responses(handler, settings, request, request.body)
         except _BadRequest as error:
             self._send_error(handler, settings, request, 400, str(error))
+
+    def _answer_embeddings(
+        self, handler: _Handler, settings: _Settings, request: ReceivedRequest, body: JSONObject
+    ) -> None:
+        model = body.get("model")
+        if not isinstance(model, str):
+            raise _BadRequest("'model' is a required property.")
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            raise _BadRequest("'input' must be a string or a non-empty array.")
+        dimensions = _optional_int(body, "dimensions") or DEFAULT_DIMENSIONS
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise _BadRequest("'encoding_format' must be 'float' or 'base64'.")
+        data = []
+        for index, item in enumerate(inputs):
+            vector = embedding_for(model=model, input=item, dimensions=dimensions, variant=settings.variant)
+            value: object = vector
+            if encoding == "base64":
+                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+            data.append({"object": "embedding", "index": index, "embedding": value})
+        tokens = sum(_count_words(item) for item in inputs)
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        self._send_json(handler, settings, request, 200, payload)
+
+    def _answer_upload(
+        self, handler: _Handler, settings: _Settings, request: ReceivedRequest, fields: dict[str, _Part]
+    ) -> None:
+        def text(name: str, default: str | None = None) -> str:
+            part = fields.get(name)
+            if part is None:
+                if default is None:
+                    raise _BadRequest(f"'{name}' is a required property.")
+                return default
+            return part.data.decode("utf-8")
+
+        def upload(*names: str) -> _Part:
+            for name in names:
+                part = fields.get(name)
+                if part is not None and part.filename is not None:
+                    return part
+            raise _BadRequest(f"'{names[0]}' must be a file.")
+
+        if request.path == "/v1/audio/transcriptions":
+            audio = upload("file")
+            answer = transcription_for(model=text("model"), audio=audio.data, variant=settings.variant)
+            response_format = text("response_format", "json")
+            if response_format == "text":
+                body = answer.encode("utf-8")
+                self._send_headers(
+                    handler,
+                    settings,
+                    200,
+                    {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))},
+                )
+                handler.wfile.write(body)
+                return
+            if response_format != "json":
+                raise _BadRequest("'response_format' must be 'json' or 'text' on this server.")
+            self._send_json(handler, settings, request, 200, {"text": answer})
+        elif request.path == "/v1/files":
+            file = upload("file")
+            purpose = text("purpose")
+            digest = hashlib.sha256(b"\0".join([file.data, (file.filename or "").encode(), purpose.encode()]))
+            payload = {
+                "id": f"file-{digest.hexdigest()[:24]}",
+                "object": "file",
+                "bytes": len(file.data),
+                "created_at": CREATED,
+                "filename": file.filename,
+                "purpose": purpose,
+                "status": "processed",
+            }
+            self._send_json(handler, settings, request, 200, payload)
+        else:
+            image = upload("image", "image[]")
+            prompt = text("prompt")
+            n = int(text("n", "1"))
+            images = [
+                {"b64_json": base64.b64encode(_image_bytes(image.data, prompt, index)).decode("ascii")}
+                for index in range(n)
+            ]
+            self._send_json(handler, settings, request, 200, {"created": CREATED, "data": images})
 
     def _answer_chat(
         self, handler: _Handler, settings: _Settings, request: ReceivedRequest, body: JSONObject
@@ -1672,6 +1797,58 @@ def _stamp_chunks(chunks: list[JSONObject], settings: _Settings) -> None:
             else:
                 value = None if fingerprint is None else fingerprint + "_b"
         chunk["system_fingerprint"] = value
+
+
+def embedding_for(*, model: str, input: object, dimensions: int, variant: str = "") -> list[float]:
+    """The embedding of one input: values k/256 in [-1, 1), exact in float32, so base64 loses nothing."""
+    key = _canonical_json({"model": model, "input": input, "variant": variant})
+    rng = random.Random(int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest(), "big"))
+    return [rng.randrange(-256, 256) / 256 for _ in range(dimensions)]
+
+
+def transcription_for(*, model: str, audio: bytes, variant: str = "") -> str:
+    """The transcription of ``audio``: generated text keyed by the file's digest (its bytes matter)."""
+    return generate_text(
+        seed=None, model=model, temperature=None, prompt=hashlib.sha256(audio).hexdigest(), variant=variant
+    )
+
+
+def _image_bytes(image: bytes, prompt: str, index: int) -> bytes:
+    # Not a real image: a PNG signature and a digest, which is all a test needs to compare.
+    digest = hashlib.sha256(b"\0".join([image, prompt.encode("utf-8"), str(index).encode()])).digest()
+    return b"\x89PNG\r\n\x1a\n" + digest
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """One field of a ``multipart/form-data`` body."""
+
+    data: bytes
+    filename: str | None
+
+
+_DISPOSITION_PARAM = re.compile(r';\s*(name|filename)="([^"]*)"')
+
+
+def _multipart_fields(request: ReceivedRequest) -> dict[str, _Part]:
+    """The fields of a ``multipart/form-data`` body, by name, bytes kept exactly (binary files too)."""
+    content_type = request.headers.get("content-type", "")
+    found = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not content_type.startswith("multipart/form-data") or found is None:
+        raise _BadRequest("This endpoint takes a multipart/form-data body.")
+    delimiter = b"--" + found.group(1).encode("latin-1")
+    fields: dict[str, _Part] = {}
+    for chunk in request.raw_body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break  # the closing delimiter
+        head, separator, data = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not separator:
+            raise _BadRequest("A multipart part has no header.")
+        params = dict(_DISPOSITION_PARAM.findall(head.decode("utf-8", errors="replace")))
+        if "name" not in params:
+            raise _BadRequest("A multipart part has no name.")
+        fields[params["name"]] = _Part(data=data.removesuffix(b"\r\n"), filename=params.get("filename"))
+    return fields
 
 
 def _models_list() -> JSONObject:

@@ -1139,3 +1139,44 @@ def test_unsatisfiable_schema_is_a_400(client: openai.OpenAI) -> None:
     loop: Any = [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/$defs/missing"}}}]
     with pytest.raises(openai.BadRequestError, match="points nowhere"):
         client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=loop)
+
+
+# ------------------------------------------------------------------------ embeddings and uploads
+
+
+def test_embeddings_are_deterministic_in_both_encodings(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    model = "text-embedding-3-small"
+    default = client.embeddings.create(model=model, input=["a pear", "a plum"])  # the SDK asks for base64
+    floats = client.embeddings.create(model=model, input=["a pear", "a plum"], encoding_format="float")
+    expected = [llm_server.expected_embedding(model=model, input=text) for text in ("a pear", "a plum")]
+    assert [d.embedding for d in default.data] == [d.embedding for d in floats.data] == expected
+    assert expected[0] != expected[1]
+    llm_server.variant = "other backend"
+    assert client.embeddings.create(model=model, input="a pear").data[0].embedding != expected[0]
+
+
+def test_transcription_depends_on_every_byte_of_the_file(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    audio = bytes(range(256)) * 4  # every byte value, CR LF and the multipart dashes included
+    answer = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio, "audio/wav"))
+    assert answer.text == llm_server.expected_transcription(model="whisper-1", audio=audio)
+    as_text = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", audio), response_format="text"
+    )
+    assert as_text == answer.text
+    other = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio[:-1] + b"\x00"))
+    assert other.text != answer.text
+
+
+def test_file_uploads_and_image_edits_answer_from_the_upload(client: openai.OpenAI) -> None:
+    first = client.files.create(file=("d.jsonl", b'{"a": 1}\n'), purpose="batch")
+    again = client.files.create(file=("d.jsonl", b'{"a": 1}\n'), purpose="batch")
+    other = client.files.create(file=("d.jsonl", b'{"a": 2}\n'), purpose="batch")
+    assert first == again and first.id != other.id
+    assert (first.bytes, first.filename, first.purpose) == (9, "d.jsonl", "batch")
+    edit = client.images.edit(image=("i.png", b"\x89PNG\r\n\x00\xff"), prompt="a cat", n=2)
+    same = client.images.edit(image=("i.png", b"\x89PNG\r\n\x00\xff"), prompt="a cat", n=2)
+    assert edit.data is not None and same.data is not None
+    images = [image.b64_json for image in edit.data]
+    assert images == [image.b64_json for image in same.data] and len(set(images)) == 2

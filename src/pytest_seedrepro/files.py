@@ -9,6 +9,7 @@ mid-write are removed at the next write of the same target.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +23,31 @@ class NotWritten(Exception):
 #: writes snapshots at the end of the session): reported in the summary, and
 #: the run's exit status is a failure.
 UNWRITTEN: list[str] = []
+
+
+#: The longest file name (in bytes, with its extension) the plugin gives a
+#: test's file: most file systems allow 255, and :func:`write_atomically`'s
+#: temporary file adds 14 (``.<name>.XXXXXXXX.tmp``).
+MAX_NAME_BYTES = 240
+
+
+def own_stem(sanitised: str, original: str, nodeid: str, extension: str) -> str:
+    """The stem of a test's file name (``extension`` has its dot), one no other test's name folds to.
+
+    ``sanitised`` is ``original`` made safe for a file system. When that
+    changed nothing and the name fits, it is the stem, exactly as before this
+    rule (existing files keep working). Otherwise two tests could fold to one
+    name (``test[a b]`` and ``test[a_b]``, or two long ids cut to one prefix),
+    so the stem is cut to fit and followed by ``-`` and 8 hex digits of the
+    sha256 of the node id's test part (the file's directory names the module).
+    """
+    budget = MAX_NAME_BYTES - len(extension.encode("utf-8"))
+    if sanitised == original and len(sanitised.encode("utf-8")) <= budget:
+        return sanitised
+    test_part = nodeid.split("::", 1)[-1]
+    digest = hashlib.sha256(test_part.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    stem = sanitised.encode("utf-8")[: budget - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{stem}-{digest}"
 
 
 def _temp_prefix(target: Path) -> str:

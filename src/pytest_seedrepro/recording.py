@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import yaml
 from vcr.cassette import Cassette
 from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
 
 from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error, sse_payload
-from pytest_seedrepro.files import UnreadableFile, read_text, write_atomically, yaml_problem
+from pytest_seedrepro.files import UnreadableFile, own_stem, read_text, write_atomically, yaml_problem
 from pytest_seedrepro.options import record_command
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
@@ -36,10 +37,23 @@ RECORD_MODES = {"replay": "none", "record": "new_episodes", "rerecord": "all"}
 #: never reach the file, nor any header a provider adds tomorrow.
 KEPT_REQUEST_HEADERS = frozenset({"content-type", "accept"})
 KEPT_RESPONSE_HEADERS = frozenset({"content-type"})
-#: A query parameter whose name holds one of these (any case, any separator:
-#: ``api-key``, ``subscription-key``, ``apikey``, ``access_token``, ``sig``) is
-#: dropped from the recording, and from requests before they are matched.
-_CREDENTIAL_NAME = re.compile(r"key|token|secret|passw|pwd|sig|auth|credential|subscription|session")
+#: A query parameter is dropped from the recording, and from requests before
+#: they are matched, when a word of its name (split at separators and camel
+#: case: ``api-key``, ``sessionToken``, ``X-Amz-Signature``) is one of these,
+#: or one of them glued to a qualifier (``apikey``, ``accesstoken``). Whole
+#: words only: ``max_tokens``, ``author``, ``keywords`` are ordinary parameters.
+_CREDENTIAL_WORDS = frozenset(
+    {"key", "token", "secret", "password", "passwd", "pwd", "passphrase", "sig", "signature"}
+    | {"credential", "credentials", "auth", "authorization", "bearer", "jwt", "cookie"}
+    # A session id in a URL is a bearer credential: dropping an ordinary one costs only matching on it.
+    | {"session", "sessionid"}
+)
+_CREDENTIAL_QUALIFIERS = ("api", "access", "auth", "session", "client", "secret", "private", "subscription")
+_GLUED_CREDENTIALS = frozenset(
+    q + w for q in _CREDENTIAL_QUALIFIERS for w in ("key", "token", "secret", "sig", "signature")
+)
+#: Words of a name: lower-case runs, capitalised words, acronyms (``APIKey`` -> API, Key), digits.
+_NAME_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 #: Per-request wall-clock measurements some servers add (llama.cpp's
 #: llama-server: ``timings``); no SDK reads them and they change every run.
 _TIMING_KEYS = ("timings",)
@@ -53,6 +67,36 @@ _STABLE_ID_OBJECTS = {
 _MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "body")
 
 
+class _PureDumper(yaml.Dumper):
+    """vcrpy's YAML dumper with PyYAML's own emitter, never libyaml's.
+
+    vcrpy dumps through libyaml's ``CDumper`` when it is installed, and the two
+    emitters fold long escaped lines differently (non-ASCII text, ``\\r\\n``):
+    the same cassette would be other bytes on another machine. The
+    representers are the same classes, so only the layout can differ.
+    """
+
+
+class CassetteSerializer:
+    """vcrpy's serializer interface: cassettes written byte-identical on every machine.
+
+    Reading keeps vcrpy's own safe loader (libyaml's when present): it only
+    has to give the same values back.
+    """
+
+    @staticmethod
+    def serialize(cassette_dict: dict[str, Any]) -> str:
+        """The cassette's YAML text, from PyYAML's pure-Python emitter."""
+        return str(yaml.dump(cassette_dict, Dumper=_PureDumper))
+
+    @staticmethod
+    def deserialize(cassette_string: str) -> Any:
+        """The cassette's data, read by vcrpy's safe loader."""
+        from vcr.serializers import yamlserializer
+
+        return yamlserializer.deserialize(cassette_string)
+
+
 class MissingRecording(Exception):
     """A request in ``replay`` mode that no recording answers."""
 
@@ -62,10 +106,17 @@ class CorruptRecording(Exception):
 
 
 def cassette_path(test_path: Path, nodeid: str, cassette_dir: str) -> Path:
-    """``<test dir>/<cassette dir>/<module>/<Class.test_name[params]>.yaml``."""
+    """``<test dir>/<cassette dir>/<module>/<Class.test_name[params]>.yaml``, one file per test.
+
+    A name the sanitising changed (``test[a b]`` -> ``test[a_b]``) or cut ends
+    in ``-`` and 8 hex digits of the node id (``files.own_stem``), so it never
+    folds into another test's file.
+    """
     parts = nodeid.split("::")[1:]
-    name = re.sub(r"[^\w.\[\]=,+-]+", "_", ".".join(parts))
-    return test_path.parent / cassette_dir / test_path.stem / f"{name}.yaml"
+    original = ".".join(parts)
+    name = re.sub(r"[^\w.\[\]=,+-]+", "_", original)
+    stem = own_stem(name, original, nodeid, ".yaml")
+    return test_path.parent / cassette_dir / test_path.stem / f"{stem}.yaml"
 
 
 class Recording:
@@ -163,14 +214,18 @@ def _response_text(response: dict[str, Any]) -> str:
 
 
 def is_credential_name(name: str) -> bool:
-    """Whether a query parameter's name looks like it carries a secret (any case or separator)."""
-    return bool(_CREDENTIAL_NAME.search(re.sub(r"[^a-z0-9]", "", name.lower())))
+    """Whether a query parameter's name says it carries a secret (``api-key``, ``sig``, ``sessionToken``)."""
+    return any(
+        word in _CREDENTIAL_WORDS or word in _GLUED_CREDENTIALS
+        for word in (match.lower() for match in _NAME_WORDS.findall(name))
+    )
 
 
 def _scrub_request(request: Any) -> Any:
     for name in list(request.headers):
         if name.lower() not in KEPT_REQUEST_HEADERS:
             del request.headers[name]
+    _fix_multipart_boundary(request)
     parts = urlsplit(request.uri)
     if parts.query:
         query = [
@@ -178,6 +233,40 @@ def _scrub_request(request: Any) -> Any:
         ]
         request.uri = urlunsplit(parts._replace(query=urlencode(query)))
     return request
+
+
+#: The boundary every stored multipart body is written with. httpx draws a random
+#: one per request (uploads: transcriptions, files, image edits), so the same
+#: upload never matched its recording and each ``record`` run appended a copy.
+MULTIPART_BOUNDARY = "seedrepro-multipart-boundary"
+_BOUNDARY = re.compile(r'(boundary=)("?)([^";,\s]+)("?)', re.IGNORECASE)
+
+
+def _fix_multipart_boundary(request: Any) -> None:
+    """Give a multipart request the fixed boundary, in its content-type and its body alike.
+
+    vcrpy passes a request through this filter before matching it too, so the
+    stored request and every later one compare equal when their parts are.
+    Only the delimiter lines change (``--boundary``), never a part's bytes: a
+    binary upload round-trips as it was sent.
+    """
+    content_type = request.headers.get("content-type") or request.headers.get("Content-Type")
+    if not content_type or not content_type.lower().startswith("multipart/"):
+        return
+    found = _BOUNDARY.search(content_type)
+    body = request.body
+    if found is None or found.group(3) == MULTIPART_BOUNDARY or not isinstance(body, bytes):
+        return
+    old = b"--" + found.group(3).encode("latin-1")
+    new = b"--" + MULTIPART_BOUNDARY.encode("ascii")
+    # Each delimiter starts the body or a line; replacing only those leaves part contents alone.
+    if body.startswith(old):
+        body = new + body[len(old) :]
+    request.body = body.replace(b"\r\n" + old, b"\r\n" + new)
+    fixed = content_type[: found.start(2)] + MULTIPART_BOUNDARY + content_type[found.end(4) :]
+    for name in list(request.headers):
+        if name.lower() == "content-type":
+            request.headers[name] = fixed
 
 
 def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
@@ -252,10 +341,9 @@ def _cassette_options(mode: str) -> dict[str, Any]:
     if options is None:
         from vcr import matchers
         from vcr.record_mode import RecordMode
-        from vcr.serializers import yamlserializer
 
         options = _CASSETTE_OPTIONS[mode] = {
-            "serializer": yamlserializer,
+            "serializer": CassetteSerializer,
             "record_mode": RecordMode(RECORD_MODES[mode]),
             # vcrpy's default match_on ignores the body: a changed seed or prompt
             # would silently replay another request's answer.
@@ -490,7 +578,7 @@ def _body_differences(failed: Any, recorded: Any) -> str:
                 differences.append(
                     f"body key {key!r} ({_short(old.get(key))} recorded, {_short(new.get(key))} now)"
                 )
-    elif new != old:
+    elif new != old or (new is None and failed.body != recorded.body):  # not JSON: an upload's bytes
         differences.append("body")
     return ", ".join(differences)
 

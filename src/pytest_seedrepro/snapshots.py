@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 from syrupy.data import SnapshotCollection
+from syrupy.extensions.base import AbstractSyrupyExtension
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
-from pytest_seedrepro.files import UNWRITTEN, NotWritten, read_text, write_atomically, yaml_problem
+from pytest_seedrepro.files import UNWRITTEN, NotWritten, own_stem, read_text, write_atomically, yaml_problem
 from pytest_seedrepro.options import refresh_command
 
 #: Request keys that change how an answer is delivered, not what it says.
@@ -283,6 +284,25 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
     def discovery_dirname(cls, *, test_location: Any) -> str:
         # Asked for every snapshot file when syrupy looks for unused ones at the end.
         return _directory("discovery", cls, test_location, super().discovery_dirname)
+
+    @classmethod
+    def get_snapshot_name(cls, *, test_location: Any, index: Any = 0) -> str:
+        # syrupy drops characters a file name cannot hold (``test[a/b]`` ->
+        # ``test[ab]``) and cuts long names: either can fold two tests into one
+        # file. Such a name gets a suffix from the node id; others stay as they were.
+        original = AbstractSyrupyExtension.get_snapshot_name(test_location=test_location, index=index)
+        cleaned = str(super().get_snapshot_name(test_location=test_location, index=index))
+        nodeid = str(test_location.nodeid) + (f"[{index}]" if index else "")
+        return own_stem(cleaned, original, nodeid, f".{cls.file_extension}")
+
+    @classmethod
+    def matches_test_location(cls, *, test_location: Any, snapshot_location: str) -> bool:
+        # syrupy relates a file to its test by the test's name, which a suffixed
+        # name no longer starts with; it refuses to write a snapshot it cannot relate.
+        if super().matches_test_location(test_location=test_location, snapshot_location=snapshot_location):
+            return True
+        own = Path(cls.get_location(test_location=test_location, index=0))
+        return Path(snapshot_location).name == own.name and Path(snapshot_location).resolve() == own.resolve()
 
     @classmethod
     def get_location(cls, *, test_location: Any, index: Any) -> str:
