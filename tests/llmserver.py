@@ -20,8 +20,13 @@ that every input and a change of ``variant`` (a "backend change") change them as
   ``json_schema``) are values of the given JSON schema (:func:`generate_json`); ``json_object`` answers
   ``{"answer": <text>}``; tests compute them with :meth:`LLMServer.expected_tool_arguments` and
   :meth:`LLMServer.expected_json`;
-- tool call ids (``call_<24 hex>``) and Responses API item ids are fresh on every answer, like
-  OpenAI's, and do not affect any text (see :func:`generate_text`);
+- tool call ids (``call_<24 hex>``) and Responses API ids (``resp_``, ``msg_``, ``fc_``) are fresh on
+  every answer, like OpenAI's, and do not affect any text (see :func:`generate_text`); the Responses API
+  takes ``previous_response_id`` (echoed, not looked up: the answer depends on ``input`` only) and
+  output items passed back in ``input``;
+- ``n`` (chat and legacy completions) answers that many choices; choice ``k``'s text is
+  :func:`generate_text` with ``choice=k`` (choice 0 is the answer without ``n``), and a stream
+  interleaves the choices' chunks, each under its ``index``;
 - chat and legacy completions stream as ``data:`` chunks ending with ``data: [DONE]``; the Responses API
   streams named events (``event:`` + ``data:``) ending with ``response.completed``.
 
@@ -176,8 +181,12 @@ def generate_text(
     prompt: object = None,
     max_tokens: int | None = None,
     variant: str = "",
+    choice: int = 0,
 ) -> str:
     """The answer for these inputs: a pure function, shared by the handler and ``expected_text``.
+
+    ``choice`` is the choice's index in an answer of ``n`` choices; choice 0 is the answer of a
+    request without ``n``.
 
     Temperature is normalised to float so that ``0`` and ``0.0`` (which the SDK sends verbatim as
     different JSON) give the same answer, as they would on a real model.  Ids in the messages (tool call
@@ -185,17 +194,18 @@ def generate_text(
     back) are replaced by their order of first appearance: a model's answer does not depend on them, and
     the text after a tool round must be the same on every run.
     """
-    key = _canonical_json(
-        {
-            "seed": seed,
-            "temperature": None if temperature is None else float(temperature),
-            "model": model,
-            "messages": None if messages is None else _stable_ids(list(messages), {}),
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "variant": variant,
-        }
-    )
+    inputs: dict[str, Any] = {
+        "seed": seed,
+        "temperature": None if temperature is None else float(temperature),
+        "model": model,
+        "messages": None if messages is None else _stable_ids(list(messages), {}),
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "variant": variant,
+    }
+    if choice:
+        inputs["choice"] = choice  # absent for choice 0, so answers without n stay what they were
+    key = _canonical_json(inputs)
     rng = random.Random(int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest(), "big"))
     n_words = _word_count(max_tokens)
     parts: list[str] = []
@@ -577,6 +587,16 @@ class _RawAnswer:
 
 
 @dataclasses.dataclass(frozen=True)
+class _ChatChoice:
+    """One choice of a chat answer: its message, how it ended, and what a stream sends of it."""
+
+    message: JSONObject
+    finish: str
+    completion_tokens: int
+    content_pieces: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
 class _Settings:
     """A consistent snapshot of the knobs for one request, taken under the lock.
 
@@ -896,12 +916,14 @@ class LLMServer:
         messages: Sequence[Mapping[str, Any]] | None = None,
         prompt: str | None = None,
         max_tokens: int | None = None,
+        choice: int = 0,
     ) -> str:
         """The text the server answers for these inputs under the current ``variant``.
 
         Chat: pass ``messages``.  Legacy completions: pass ``prompt``.  Responses API: pass
         ``seed=None`` and the string ``input`` as ``prompt`` (or a list ``input`` as ``messages``),
-        ``max_output_tokens`` as ``max_tokens``.
+        ``max_output_tokens`` as ``max_tokens``.  ``choice``: the index of a choice of an ``n > 1``
+        answer.
         """
         return generate_text(
             seed=seed,
@@ -912,6 +934,7 @@ class LLMServer:
             prompt=prompt,
             max_tokens=max_tokens,
             variant=self.variant,
+            choice=choice,
         )
 
     def expected_embedding(
@@ -1158,15 +1181,86 @@ class LLMServer:
         messages = body.get("messages")
         if not isinstance(messages, list):
             raise _BadRequest("'messages' is a required property and must be an array.")
-        text = generate_text(
-            seed=seed,
-            model=model,
-            temperature=temperature,
-            messages=messages,
-            max_tokens=max_tokens,
-            variant=settings.variant,
-        )
         last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+        answers = [
+            self._chat_choice(
+                body,
+                generate_text(
+                    seed=seed,
+                    model=model,
+                    temperature=temperature,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    variant=settings.variant,
+                    choice=index,
+                ),
+                last_role,
+                max_tokens,
+            )
+            for index in range(_choice_count(body))
+        ]
+        usage = _usage(_count_words(messages), sum(answer.completion_tokens for answer in answers))
+        answer_model = settings.model_override or model
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+
+        if not body.get("stream"):
+            completion: JSONObject = {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": answer_model,
+                "choices": [
+                    {
+                        "index": index,
+                        "message": answer.message,
+                        "logprobs": None,
+                        "finish_reason": answer.finish,
+                    }
+                    for index, answer in enumerate(answers)
+                ],
+                "usage": usage,
+            }
+            _stamp_whole(completion, settings)
+            self._send_json(handler, settings, request, 200, completion)
+            return
+
+        include_usage = _include_usage(body)
+
+        def chunk(choices: list[JSONObject]) -> JSONObject:
+            data: JSONObject = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": answer_model,
+                "choices": choices,
+            }
+            if include_usage:
+                data["usage"] = None  # the real API sends null usage on every chunk but the last
+            return data
+
+        def choice(index: int, delta: JSONObject, finish: str | None = None) -> JSONObject:
+            return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+        # The choices of an n > 1 answer arrive interleaved, each chunk under its choice's index.
+        chunks = [
+            chunk([choice(index, delta)])
+            for deltas in itertools.zip_longest(*(_chat_deltas(answer) for answer in answers))
+            for index, delta in enumerate(deltas)
+            if delta is not None
+        ]
+        chunks += [chunk([choice(index, {}, answer.finish)]) for index, answer in enumerate(answers)]
+        if include_usage:
+            usage_chunk = chunk([])
+            usage_chunk["usage"] = usage
+            chunks.append(usage_chunk)
+        _stamp_chunks(chunks, settings)
+        self._send_stream(handler, settings, request, chunks)
+
+    def _chat_choice(
+        self, body: JSONObject, text: str, last_role: object, max_tokens: int | None
+    ) -> _ChatChoice:
+        """One choice of a chat answer whose generated text is ``text``."""
         # Tool calls until the conversation answers them (the last message is the tools' result).
         if body.get("tools") is not None:
             functions = _chosen_functions(
@@ -1206,73 +1300,7 @@ class LLMServer:
                 content_pieces = _split_json(structured)
                 finish_reason, completion_tokens = "stop", _json_tokens(structured)
         message["refusal"] = None
-        usage = _usage(_count_words(messages), completion_tokens)
-        answer_model = settings.model_override or model
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
-
-        if not body.get("stream"):
-            completion: JSONObject = {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": answer_model,
-                "choices": [
-                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-                ],
-                "usage": usage,
-            }
-            _stamp_whole(completion, settings)
-            self._send_json(handler, settings, request, 200, completion)
-            return
-
-        include_usage = _include_usage(body)
-
-        def chunk(choices: list[JSONObject]) -> JSONObject:
-            data: JSONObject = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": answer_model,
-                "choices": choices,
-            }
-            if include_usage:
-                data["usage"] = None  # the real API sends null usage on every chunk but the last
-            return data
-
-        def choice(delta: JSONObject, finish: str | None = None) -> JSONObject:
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-        deltas: list[JSONObject]
-        if calls:
-            # Like OpenAI: each call opens with its index, id, type and name (arguments ""), and its
-            # arguments follow in pieces under the same index.
-            deltas = [{"role": "assistant", "content": None}]
-            for index, call in enumerate(calls):
-                name, arguments = call["function"]["name"], call["function"]["arguments"]
-                opening = {"index": index, "id": call["id"], "type": "function"}
-                deltas.append({"tool_calls": [{**opening, "function": {"name": name, "arguments": ""}}]})
-                deltas += [
-                    {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
-                    for piece in _split_in_pieces(arguments)
-                ]
-        elif "function_call" in message:
-            name, arguments = message["function_call"]["name"], message["function_call"]["arguments"]
-            deltas = [
-                {"role": "assistant", "content": None},
-                {"function_call": {"name": name, "arguments": ""}},
-            ]
-            deltas += [{"function_call": {"arguments": piece}} for piece in _split_in_pieces(arguments)]
-        else:
-            deltas = [{"role": "assistant", "content": ""}, *({"content": piece} for piece in content_pieces)]
-        chunks = [chunk([choice(delta)]) for delta in deltas]
-        chunks.append(chunk([choice({}, finish_reason)]))
-        if include_usage:
-            usage_chunk = chunk([])
-            usage_chunk["usage"] = usage
-            chunks.append(usage_chunk)
-        _stamp_chunks(chunks, settings)
-        self._send_stream(handler, settings, request, chunks)
+        return _ChatChoice(message, finish_reason, completion_tokens, content_pieces)
 
     def _answer_completion(
         self, handler: _Handler, settings: _Settings, request: ReceivedRequest, body: JSONObject
@@ -1281,41 +1309,52 @@ class LLMServer:
         prompt = body.get("prompt")
         if not isinstance(prompt, (str, list)):
             raise _BadRequest("'prompt' is a required property and must be a string or an array.")
-        text = generate_text(
-            seed=seed,
-            model=model,
-            temperature=temperature,
-            prompt=prompt,
-            max_tokens=max_tokens,
-            variant=settings.variant,
-        )
+        texts = [
+            generate_text(
+                seed=seed,
+                model=model,
+                temperature=temperature,
+                prompt=prompt,
+                max_tokens=max_tokens,
+                variant=settings.variant,
+                choice=index,
+            )
+            for index in range(_choice_count(body))
+        ]
         finish_reason = _finish_reason(max_tokens)
-        usage = _usage(_count_words(prompt), len(text.split()))
+        usage = _usage(_count_words(prompt), sum(len(text.split()) for text in texts))
         answer_model = settings.model_override or model
         completion_id = f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
-        def completion(choice_text: str, finish: str | None) -> JSONObject:
+        def completion(choices: list[tuple[int, str, str | None]]) -> JSONObject:
             return {
                 "id": completion_id,
                 "object": "text_completion",
                 "created": created,
                 "model": answer_model,
-                "choices": [{"index": 0, "text": choice_text, "logprobs": None, "finish_reason": finish}],
+                "choices": [
+                    {"index": index, "text": choice_text, "logprobs": None, "finish_reason": finish}
+                    for index, choice_text, finish in choices
+                ],
             }
 
         if not body.get("stream"):
-            whole = completion(text, finish_reason)
+            whole = completion([(index, text, finish_reason) for index, text in enumerate(texts)])
             whole["usage"] = usage
             _stamp_whole(whole, settings)
             self._send_json(handler, settings, request, 200, whole)
             return
 
-        chunks = [completion(piece, None) for piece in _split_words_keeping_separators(text)]
-        chunks.append(completion("", finish_reason))
+        chunks = [
+            completion([(index, piece, None)])
+            for pieces in itertools.zip_longest(*(_split_words_keeping_separators(text) for text in texts))
+            for index, piece in enumerate(pieces)
+            if piece is not None
+        ]
+        chunks += [completion([(index, "", finish_reason)]) for index in range(len(texts))]
         if _include_usage(body):
-            usage_chunk = completion("", None)
-            usage_chunk["choices"] = []
+            usage_chunk = completion([])
             usage_chunk["usage"] = usage
             chunks.append(usage_chunk)
         _stamp_chunks(chunks, settings)
@@ -1545,6 +1584,40 @@ def _common_params(body: JSONObject) -> tuple[str, int | None, float | None, int
         # Newer SDKs and reasoning models use max_completion_tokens; treat it as the same limit.
         max_tokens = _optional_int(body, "max_completion_tokens")
     return model, seed, _optional_number(body, "temperature"), max_tokens
+
+
+def _choice_count(body: JSONObject) -> int:
+    """``n``: how many choices a chat or legacy completion answers (1 without it)."""
+    count = _optional_int(body, "n")
+    if count == 0:
+        raise _BadRequest("'n' must be at least 1.")
+    return 1 if count is None else count
+
+
+def _chat_deltas(answer: _ChatChoice) -> list[JSONObject]:
+    """The stream deltas of one chat choice, before its finishing chunk."""
+    message = answer.message
+    if message.get("tool_calls"):
+        # Like OpenAI: each call opens with its index, id, type and name (arguments ""), and its
+        # arguments follow in pieces under the same index.
+        deltas: list[JSONObject] = [{"role": "assistant", "content": None}]
+        for index, call in enumerate(message["tool_calls"]):
+            name, arguments = call["function"]["name"], call["function"]["arguments"]
+            opening = {"index": index, "id": call["id"], "type": "function"}
+            deltas.append({"tool_calls": [{**opening, "function": {"name": name, "arguments": ""}}]})
+            deltas += [
+                {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                for piece in _split_in_pieces(arguments)
+            ]
+        return deltas
+    if "function_call" in message:
+        name, arguments = message["function_call"]["name"], message["function_call"]["arguments"]
+        deltas = [
+            {"role": "assistant", "content": None},
+            {"function_call": {"name": name, "arguments": ""}},
+        ]
+        return deltas + [{"function_call": {"arguments": piece}} for piece in _split_in_pieces(arguments)]
+    return [{"role": "assistant", "content": ""}, *({"content": piece} for piece in answer.content_pieces)]
 
 
 def _new_call_id() -> str:

@@ -230,6 +230,42 @@ def test_legacy_completions_streamed_and_not(llm_server: LLMServer, client: open
     )
 
 
+def test_n_choices_whole_and_streamed_chat_and_legacy(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    expected = [
+        llm_server.expected_text(seed=5, model=MODEL, temperature=None, messages=MESSAGES, choice=index)
+        for index in range(3)
+    ]
+    assert len(set(expected)) == 3
+    assert chat_text(client, seed=5) == expected[0]  # choice 0 is the answer without n
+    whole = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=5, n=3)
+    assert [c.index for c in whole.choices] == [0, 1, 2]
+    assert [c.message.content for c in whole.choices] == expected
+    assert whole.usage is not None and whole.usage.completion_tokens == 3 * 12
+    texts: dict[int, str] = {}
+    order = []
+    for chunk in client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=5, n=3, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            order.append(choice.index)
+    assert [texts[index] for index in range(3)] == expected
+    assert order[:3] == [0, 1, 2]  # interleaved, as OpenAI streams them
+    prompt, legacy = "Once upon a time", "gpt-3.5-turbo-instruct"
+    legacy_expected = [
+        llm_server.expected_text(seed=5, model=legacy, temperature=None, prompt=prompt, choice=index)
+        for index in range(2)
+    ]
+    assert [c.text for c in client.completions.create(model=legacy, prompt=prompt, seed=5, n=2).choices] == (
+        legacy_expected
+    )
+    pieces: dict[int, str] = {0: "", 1: ""}
+    for chunk in client.completions.create(model=legacy, prompt=prompt, seed=5, n=2, stream=True):
+        for choice in chunk.choices:
+            pieces[choice.index] += choice.text
+    assert [pieces[0], pieces[1]] == legacy_expected
+    with pytest.raises(openai.BadRequestError, match="'n' must be at least 1"):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=0)
+
+
 # ---------------------------------------------------------------------------------- fingerprints
 
 
@@ -394,6 +430,33 @@ def test_responses_endpoint_output_text(llm_server: LLMServer, client: openai.Op
     assert response.usage.output_tokens == 12
     assert response.usage.input_tokens == 4
     assert llm_server.requests[-1].path == "/v1/responses"
+
+
+@needs_responses_api
+def test_responses_conversation_with_previous_response_id_and_items_passed_back(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    first = client.responses.create(model=MODEL, input="Tell me a story")
+    again = client.responses.create(model=MODEL, input="Tell me a story")
+    assert first.id.startswith("resp_") and first.output[0].id.startswith("msg_")
+    assert again.id != first.id and again.output[0].id != first.output[0].id  # fresh ids every answer
+    follow = client.responses.create(model=MODEL, input="And then?", previous_response_id=first.id)
+    assert follow.previous_response_id == first.id
+    assert follow.output_text == llm_server.expected_text(
+        seed=None, model=MODEL, temperature=None, prompt="And then?"
+    )
+    history: list[Any] = [
+        {"role": "user", "content": "Tell me a story"},
+        *(item.model_dump(exclude_none=True) for item in first.output),
+        {"role": "user", "content": "And then?"},
+    ]
+    passed_back = client.responses.create(model=MODEL, input=history)
+    # The same conversation with the other answer's item ids: the ids change nothing.
+    other = [history[0], *(item.model_dump(exclude_none=True) for item in again.output), history[2]]
+    assert client.responses.create(model=MODEL, input=other).output_text == passed_back.output_text
+    assert passed_back.output_text == llm_server.expected_text(
+        seed=None, model=MODEL, temperature=None, messages=history
+    )
 
 
 # ------------------------------------------------------------------------------------------ gzip

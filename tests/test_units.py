@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pytest_seedrepro import snapshots
+from pytest_seedrepro import judgement, snapshots
 from pytest_seedrepro.calls import Call, is_pinnable
 from pytest_seedrepro.files import MAX_NAME_BYTES
 from pytest_seedrepro.pinning import pin_body
-from pytest_seedrepro.recording import _scrub_response, _stable_body, cassette_path
+from pytest_seedrepro.recording import _scrub_response, _stable_body, cassette_path, own_id
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,7 @@ def test_error_responses_are_never_recorded() -> None:
         assert _scrub_response({"status": {"code": status}, "headers": {}, "body": {"string": b"{}"}}) is None
 
 
-def test_recorded_response_keeps_only_content_type_and_fixes_ids() -> None:
+def test_recorded_response_keeps_only_content_type_and_the_servers_ids() -> None:
     body = json.dumps(
         {"id": "chatcmpl-123", "object": "chat.completion", "created": 1700000000, "x": 1}
     ).encode()
@@ -107,10 +108,11 @@ def test_recorded_response_keeps_only_content_type_and_fixes_ids() -> None:
     scrubbed = _scrub_response(response)
     assert scrubbed is not None
     assert list(scrubbed["headers"]) == ["Content-Type"]
+    # The id may come back in a later request, so it is kept as it came (the snapshot numbers it).
     assert json.loads(scrubbed["body"]["string"]) == {
-        "id": "chatcmpl-recorded",
+        "id": "chatcmpl-123",
         "object": "chat.completion",
-        "created": 0,
+        "created": 1700000000,
         "x": 1,
     }
 
@@ -126,10 +128,33 @@ def test_stable_body_leaves_responses_api_ids_alone() -> None:
 
 
 def test_stable_body_in_a_stream() -> None:
-    chunk = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 7, "choices": []}
+    chunk = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion.chunk",
+        "created": 7,
+        "choices": [],
+        "timings": {},
+    }
     stream = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
     lines = _stable_body(stream).decode().split("\n")
-    assert json.loads(lines[0][6:])["id"] == "chatcmpl-recorded" and lines[2] == "data: [DONE]"
+    assert json.loads(lines[0][6:]) == {k: v for k, v in chunk.items() if k != "timings"}
+    assert lines[2] == "data: [DONE]"
+
+
+def test_an_old_recordings_placeholder_id_is_replaced_by_one_of_the_tests_own() -> None:
+    chunk = '{"id": "chatcmpl-recorded", "object": "chat.completion.chunk", "choices": []}'
+    body = f"data: {chunk}\n\ndata: {chunk}\n\ndata: [DONE]\n\n".encode()
+    first, second = own_id(body, "t.py::test_a", 0), own_id(body, "t.py::test_a", 1)
+    ids = [json.loads(line[6:])["id"] for line in first.decode().splitlines() if line.startswith("data: {")]
+    assert len(ids) == 2 and ids[0] == ids[1] != "chatcmpl-recorded"  # one answer, one id
+    assert ids[0].startswith("chatcmpl-")
+    assert own_id(body, "t.py::test_a", 0) == first  # the same on every run
+    assert len({first, second, own_id(body, "t.py::test_b", 0)}) == 3  # distinct per answer and test
+    legacy = b'{"id": "cmpl-recorded", "object": "text_completion", "choices": []}'
+    assert json.loads(own_id(legacy, "t.py::test_a", 2))["id"].startswith("cmpl-")
+    # The placeholder's words inside a text are not an id.
+    text = b'{"id": "x", "choices": [{"text": "\\"id\\": \\"chatcmpl-recorded\\""}]}'
+    assert own_id(text, "t.py::test_a", 0) == text
 
 
 AWKWARD_OUTPUTS = [
@@ -591,7 +616,8 @@ def test_responses_api_output_items_whole_and_streamed() -> None:
     raw = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
     streamed = _read(raw, stream=True, endpoint="/responses")
     assert whole.output == streamed.output == 'tool_call call_Zz: search({"q": "x"})\nFound it.'
-    assert whole.tool_call_ids == ("call_Zz", "fc_9")
+    assert whole.tool_call_ids == streamed.tool_call_ids == ("call_Zz",)
+    assert whole.item_ids == streamed.item_ids == ("rs_1", "fc_9")
     cut = _read(raw.rsplit(b"event: response.completed", 1)[0], stream=True, endpoint="/responses")
     assert cut.output is None and "response.completed" in (cut.error or "")
 
@@ -613,7 +639,7 @@ def test_tool_call_ids_are_numbered_in_order_of_appearance_everywhere() -> None:
             "output": "done",
         },
     ]
-    numbered = snapshots.number_tool_calls(entries, ["call_Zq9", "call_1"])
+    numbered = snapshots.number_ids(entries, ["call_Zq9", "call_1"], [])
     assert numbered[0]["output"] == "tool_call call_1: f({})\ntool_call call_2: g({})"
     messages = numbered[1]["request"]["messages"]
     assert [m.get("tool_call_id") for m in messages[1:]] == ["call_1", "call_2"]
@@ -626,7 +652,7 @@ def test_tool_call_ids_are_numbered_in_order_of_appearance_everywhere() -> None:
         .replace("call_1:", "call_Q:")
         .replace('call_1"', 'call_Q"')
     )
-    assert snapshots.number_tool_calls(other, ["call_Xy7", "call_Q"]) == numbered
+    assert snapshots.number_ids(other, ["call_Xy7", "call_Q"], []) == numbered
 
 
 def test_cassette_serializer_writes_with_the_pure_emitter_and_reads_back_binary_bodies() -> None:
@@ -673,3 +699,138 @@ def test_multipart_boundary_is_fixed_in_header_and_delimiters_only() -> None:
     assert first.headers["content-type"] == f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"
     assert content in first.body and first.body.startswith(f"--{MULTIPART_BOUNDARY}\r\n".encode())
     assert _scrub_request(first).body == first.body  # vcrpy filters a request more than once
+
+
+def test_ids_are_numbered_only_in_the_fields_that_carry_them() -> None:
+    """Issue 16, item 4: a server id "1" must not touch the 1s of the text, nor an empty id insert one."""
+    text = "Where is order 1042? It costs 15 euros, ref A1B."
+    entries = [
+        {
+            "request": {"messages": [{"role": "user", "content": text}], "seed": 1},
+            "output": f'{text}\ntool_call 1: lookup({{"order": "1042"}})\ntool_call : other(1)',
+            "choices": [f"{text}\ntool_call 1: lookup(1)", "tool_call 1 is 1"],
+        },
+        {
+            "request": {
+                "messages": [
+                    {"role": "user", "content": text},
+                    {
+                        "role": "assistant",
+                        "content": "1",
+                        "tool_calls": [{"id": "1", "function": {"name": "1"}}],
+                    },
+                    {"role": "tool", "tool_call_id": "1", "content": "1 is 1"},
+                ]
+            },
+            "output": text,
+        },
+    ]
+    numbered = snapshots.number_ids(entries, ["1", ""], [])
+    assert numbered[0]["request"] == entries[0]["request"]
+    assert (
+        numbered[0]["output"]
+        == f'{text}\ntool_call call_1: lookup({{"order": "1042"}})\ntool_call : other(1)'
+    )
+    assert numbered[0]["choices"] == [f"{text}\ntool_call call_1: lookup(1)", "tool_call 1 is 1"]
+    user, assistant, tool = numbered[1]["request"]["messages"]
+    assert user == {"role": "user", "content": text}
+    assert assistant == {
+        "role": "assistant",
+        "content": "1",
+        "tool_calls": [{"id": "call_1", "function": {"name": "1"}}],
+    }
+    assert tool == {"role": "tool", "tool_call_id": "call_1", "content": "1 is 1"}
+    assert numbered[1]["output"] == text
+    # Only empty ids: nothing to number, nothing changes.
+    assert snapshots.number_ids(entries, [""], [""]) == entries
+
+
+def test_responses_api_ids_are_numbered_by_their_prefix() -> None:
+    entries = [
+        {"request": {"input": "hi"}, "output": "tool_call call_Ab: f({})"},
+        {
+            "request": {
+                "previous_response_id": "resp_X",
+                "input": [
+                    {
+                        "type": "message",
+                        "id": "msg_Y",
+                        "content": [{"type": "output_text", "text": "resp_X msg_Y"}],
+                    },
+                    {"type": "function_call", "id": "fc_Z", "call_id": "call_Ab", "name": "f"},
+                    {"type": "function_call_output", "call_id": "call_Ab", "output": "call_Ab"},
+                    {"type": "item_reference", "id": "rs_W"},
+                    {"type": "x", "item_id": "msg_Y"},
+                ],
+            },
+            "output": "done",
+        },
+    ]
+    numbered = snapshots.number_ids(entries, ["call_Ab"], ["resp_X", "msg_Y", "fc_Z", "resp_V", "rs_W", "7"])
+    request = numbered[1]["request"]
+    assert numbered[0]["output"] == "tool_call call_1: f({})"
+    assert request["previous_response_id"] == "resp_1"
+    assert [
+        {k: v for k, v in item.items() if k in ("id", "call_id", "item_id")} for item in request["input"]
+    ] == [
+        {"id": "msg_1"},
+        {"id": "fc_1", "call_id": "call_1"},
+        {"call_id": "call_1"},
+        {"id": "rs_1"},
+        {"item_id": "msg_1"},
+    ]
+    # Ids inside other text stay as they are.
+    assert request["input"][0]["content"] == entries[1]["request"]["input"][0]["content"]
+    assert request["input"][2]["output"] == "call_Ab"
+
+
+def test_every_choice_is_read_whole_and_streamed() -> None:
+    texts = ["one two", "three four"]
+    whole = {
+        "object": "chat.completion",
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+            for i, t in enumerate(texts)
+        ],
+    }
+    read_whole = _read(json.dumps(whole).encode(), stream=False)
+    chunks = [
+        {"object": "chat.completion.chunk", "choices": [{"index": i, "delta": {"content": piece}}]}
+        for pieces in zip(*(t.split(" ") for t in texts), strict=True)
+        for i, piece in enumerate(pieces)
+    ]
+    chunks += [
+        {"object": "chat.completion.chunk", "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]}
+        for i in range(2)
+    ]
+    raw = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks).encode()
+    read_stream = _read(raw, stream=True)
+    assert read_whole.outputs == ("one two", "three four") and read_whole.output == "one two"
+    assert read_stream.outputs == ("onetwo", "threefour") and read_stream.output == "onetwo"
+    # Choice 1 cut before its end: the answer is cut, whatever choice 0 says.
+    cut = _read("".join(f"data: {json.dumps(c)}\n\n" for c in chunks[:-1]).encode(), stream=True)
+    assert cut.output is None and "cut" in (cut.error or "")
+    one = {**whole, "choices": whole["choices"][:1]}
+    assert _read(json.dumps(one).encode(), stream=False).outputs == ()
+
+
+def test_judge_compares_every_choice() -> None:
+    def entry(*texts: str) -> dict[str, Any]:
+        return {
+            "request": {"n": len(texts)},
+            "system_fingerprint": "fp",
+            "output": texts[0],
+            "choices": list(texts),
+        }
+
+    assert judgement.judge([entry("a", "b")], [entry("a", "b")]).divergence is None
+    found = judgement.judge([entry("a", "b")], [entry("a", "c")]).divergence
+    assert found is not None and found.kind == "output"
+    assert "choice 1:" in found.message and "-b" in found.message and "+c" in found.message
+    asked: list[tuple[str, str]] = []
+
+    def same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+        return judgement.same_answers(old, new, lambda a, b: asked.append((a, b)) or True)
+
+    assert judgement.judge([entry("a", "b")], [entry("a", "c")], same_output=same).divergence is None
+    assert asked == [("a", "a"), ("b", "c")]  # the compare hook, once per choice

@@ -71,30 +71,64 @@ def responses_text(data: dict[str, Any]) -> str:
 
 
 def tool_call_ids(data: dict[str, Any]) -> list[str]:
-    """The ids the answer gave its tool calls (volatile: the snapshot replaces them)."""
+    """The ids the answer gave its tool calls, in order (volatile: the snapshot numbers them).
+
+    Chat: every choice's ``tool_calls[].id``; Responses API: the output items' ``call_id``.
+    An empty id is no id.
+    """
     ids: list[str] = []
     for choice in data.get("choices") or []:
         message = choice.get("message") if isinstance(choice, dict) else None
         for tool_call in (message or {}).get("tool_calls") or []:
-            if isinstance(tool_call, dict) and isinstance(tool_call.get("id"), str):
+            if isinstance(tool_call, dict) and isinstance(tool_call.get("id"), str) and tool_call["id"]:
                 ids.append(tool_call["id"])
-    for item in data.get("output") or []:
-        if isinstance(item, dict) and item.get("type") == "function_call":
-            ids.extend(str(item[key]) for key in ("call_id", "id") if isinstance(item.get(key), str))
+    for item in _output_items(data):
+        if isinstance(item.get("call_id"), str) and item["call_id"]:
+            ids.append(item["call_id"])
     return ids
 
 
+def item_ids(data: dict[str, Any]) -> list[str]:
+    """The other ids a Responses API answer assigned, in order: the response's, then its output items'.
+
+    An app sends them back (``previous_response_id``, output items passed back
+    as input), so the snapshot numbers them like tool-call ids.
+    """
+    if not isinstance(data.get("output"), list):
+        return []
+    ids = [data["id"]] if isinstance(data.get("id"), str) and data["id"] else []
+    ids.extend(item["id"] for item in _output_items(data) if isinstance(item.get("id"), str) and item["id"])
+    return ids
+
+
+def _output_items(data: dict[str, Any]) -> list[dict[str, Any]]:
+    output = data.get("output")
+    return [item for item in output if isinstance(item, dict)] if isinstance(output, list) else []
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    """The output text of one choice of a chat or legacy completion."""
+    if "text" in choice:
+        return str(choice.get("text") or "")
+    return message_text(choice.get("message") or {})
+
+
 def text_of(data: dict[str, Any]) -> str:
-    """The output text of a chat, legacy completion or Responses API object."""
+    """The output text of a chat, legacy completion or Responses API object (a completion's first choice)."""
     choices = data.get("choices")
     if isinstance(choices, list) and choices:
-        choice = choices[0]
-        if "text" in choice:
-            return str(choice.get("text") or "")
-        return message_text(choice.get("message") or {})
+        return choice_text(choices[0])
     if isinstance(data.get("output"), list):
         return responses_text(data)
     return ""
+
+
+def choice_texts(data: dict[str, Any]) -> tuple[str, ...]:
+    """Every choice's output text when a completion has more than one (``n > 1``), else ``()``."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) < 2:
+        return ()
+    return tuple(choice_text(choice) for choice in choices if isinstance(choice, dict))
 
 
 def begin(content: bytes) -> str:
@@ -150,6 +184,8 @@ def fill_from_body(call: Call, content: bytes, content_type: str) -> None:
         call.error = problem
         return
     call.tool_call_ids = tuple(tool_call_ids(data))
+    call.item_ids = tuple(item_ids(data))
+    call.outputs = choice_texts(data)
     call.output = text_of(data)
 
 
@@ -213,7 +249,11 @@ class _StreamedMessage:
         return "".join(self.text) if self.text else message_text(self.message())
 
     def ids(self) -> list[str]:
-        return [slot["id"] for _, slot in sorted(self.tool_calls.items()) if isinstance(slot["id"], str)]
+        return [
+            slot["id"]
+            for _, slot in sorted(self.tool_calls.items())
+            if isinstance(slot["id"], str) and slot["id"]
+        ]
 
 
 def fill_from_sse(call: Call, raw: bytes, *, ended: bool) -> None:
@@ -222,7 +262,9 @@ def fill_from_sse(call: Call, raw: bytes, *, ended: bool) -> None:
     A consumer that stops reading early (closes the stream) is not an error:
     what it read is what it used.
     """
-    message = _StreamedMessage()
+    # One message per choice index: an n > 1 stream interleaves its choices' chunks.
+    messages: dict[int, _StreamedMessage] = {}
+    finished: set[int] = set()
     final: dict[str, Any] | None = None
     fingerprints: list[str] = []
     saw_event = saw_end = False
@@ -257,11 +299,17 @@ def fill_from_sse(call: Call, raw: bytes, *, ended: bool) -> None:
         if isinstance(chunk.get("usage"), dict):
             call.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict):
                 continue
+            index = choice.get("index", 0)
+            index = index if isinstance(index, int) else 0
             if choice.get("finish_reason"):
-                saw_end = True
-            message.add(choice)
+                finished.add(index)
+            messages.setdefault(index, _StreamedMessage()).add(choice)
+    # Complete once every choice finished (or [DONE] came): one cut choice is a cut answer.
+    saw_end = saw_end or (bool(finished) and messages.keys() <= finished)
+    ordered = [messages[index] for index in sorted(messages)]
+    message = messages.get(0) or _StreamedMessage()
     if not is_read(call.endpoint):
         call.error = None  # not ours to judge: recorded and replayed as it is
         call.output = message.output()
@@ -280,11 +328,13 @@ def fill_from_sse(call: Call, raw: bytes, *, ended: bool) -> None:
         call.usage = final.get("usage") if isinstance(final.get("usage"), dict) else call.usage
         call.system_fingerprint = final.get("system_fingerprint")
         call.tool_call_ids = tuple(tool_call_ids(final))
+        call.item_ids = tuple(item_ids(final))
         call.output = responses_text(final)
         return
     # A stream's fingerprint is the first non-null one among its chunks: vLLM
     # stamps only the last chunk, Azure's first chunk has none.
     call.system_fingerprint = fingerprints[0] if fingerprints else None
     call.chunk_fingerprints = tuple(fingerprints)
-    call.tool_call_ids = tuple(message.ids())
+    call.tool_call_ids = tuple(tool_id for each in ordered for tool_id in each.ids())
+    call.outputs = tuple(each.output() for each in ordered) if len(ordered) > 1 else ()
     call.output = message.output()

@@ -69,8 +69,15 @@ class Call:
     status: int | None = None
     #: The thread that made the call: calls from several threads have no reproducible issue order.
     thread: int = 0
-    #: The ids the answer gave its tool calls; random per answer, so snapshots number them instead.
+    #: The ids the answer gave its tool calls (chat ``tool_calls[].id``, Responses API ``call_id``), in
+    #: order; random per answer, so snapshots number them instead (``call_1``, ``call_2``, ...).
     tool_call_ids: tuple[str, ...] = ()
+    #: The other ids the answer assigned (a Responses API response's ``id``, its output items'), in
+    #: order; numbered by their prefix in snapshots (``resp_1``, ``msg_1``, ...).
+    item_ids: tuple[str, ...] = ()
+    #: Every choice's output text, by choice index, when the answer had more than one (``n > 1``);
+    #: empty otherwise. ``output`` is choice 0's.
+    outputs: tuple[str, ...] = ()
     #: ``--seedrepro-repeat``: the same request sent again, answers the test never saw.
     repeats: list[Call] = field(default_factory=list)
 

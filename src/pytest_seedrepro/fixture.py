@@ -257,7 +257,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
             )
             try:
                 cassette = stack.enter_context(recording.open_cassette(state.recording, settings.mode))
-                recording.watch_replays(cassette, intercept.note_replayed)
+                recording.watch_replays(cassette, intercept.note_replayed, item.nodeid)
             except recording.CorruptRecording as exc:
                 message = (
                     f"seedrepro: {item.nodeid}: {exc}. Fix or delete the file, then record it again with: "

@@ -56,7 +56,8 @@ def pytest_seedrepro_normalize(output: str, call: Call) -> str | None:
     in pluggy's order (``tryfirst`` first, then the nearest ``conftest.py``,
     ``trylast`` last), gets the previous one's result; return ``None`` to leave
     the text as it is. A ``wrapper=True`` implementation wraps each step and
-    gets (and may replace) that step's result.
+    gets (and may replace) that step's result. A call of several choices
+    (``n > 1``) runs the chain once per choice.
     """
 
 
@@ -69,8 +70,8 @@ def pytest_seedrepro_compare(expected: str, actual: str, call: Call) -> bool | N
     :param call: this run's call.
 
     Called for each call whose request matches the snapshot's, when deciding
-    the verdict. ``firstresult``: the first implementation that returns a
-    bool decides.
+    the verdict (once per choice of an ``n > 1`` call). ``firstresult``: the
+    first implementation that returns a bool decides.
     """
 
 

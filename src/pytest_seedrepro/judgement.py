@@ -112,6 +112,30 @@ def pairs(
     return result
 
 
+def answers(entry: Entry) -> list[str]:
+    """An entry's output texts: every choice's of an ``n > 1`` call, else its one output."""
+    choices = entry.get("choices")
+    if isinstance(choices, list):
+        return [str(text or "") for text in choices]
+    return [str(entry.get("output") or "")]
+
+
+def same_answers(old: Entry, new: Entry, same_text: Callable[[str, str], bool]) -> bool:
+    """Whether two entries answered the same: as many choices, each the same by ``same_text``."""
+    old_texts, new_texts = answers(old), answers(new)
+    return len(old_texts) == len(new_texts) and all(
+        same_text(expected, actual) for expected, actual in zip(old_texts, new_texts, strict=True)
+    )
+
+
+def answer_text(entry: Entry) -> str:
+    """An entry's output as one text for a diff, each choice under a ``choice K:`` line when n > 1."""
+    texts = answers(entry)
+    if "choices" not in entry:
+        return texts[0]
+    return "\n".join(f"choice {index}:\n{text}" for index, text in enumerate(texts))
+
+
 def diff(old: str, new: str) -> str:
     """A unified diff of two outputs, indented for a test report."""
     lines = difflib.unified_diff(old.splitlines(), new.splitlines(), "snapshot", "this run", lineterm="", n=2)
@@ -143,10 +167,11 @@ def judge(
     """Walk the paired calls in order and find the first divergence.
 
     ``same_output(old, new)`` decides output equality (the compare hook; exact
-    by default). ``index_of(position)`` maps a position in ``current`` to the
-    call's issue index for messages (the position itself by default).
+    by default, every choice of an ``n > 1`` call). ``index_of(position)`` maps
+    a position in ``current`` to the call's issue index for messages (the
+    position itself by default).
     """
-    same = same_output or (lambda old, new: str(old.get("output") or "") == str(new.get("output") or ""))
+    same = same_output or (lambda old, new: same_answers(old, new, str.__eq__))
     position_of = {id(entry): position for position, entry in enumerate(current)}
     judgement = Judgement()
     paired = pairs(stored, current, threaded=threaded)
@@ -190,7 +215,7 @@ def judge(
             if fingerprint_changed:
                 judgement.noted.append(change)
             continue
-        change.diff = diff(str(old.get("output") or ""), str(new.get("output") or ""))
+        change.diff = diff(answer_text(old), answer_text(new))
         if not fingerprint_changed:
             judgement.divergence = Divergence(
                 "output",
@@ -227,7 +252,7 @@ def _consequences(
         keys = changed_keys(old, new)
         if keys:
             judgement.consequences.append(f"call {index}: request changed ({', '.join(keys)})")
-        elif str(old.get("output") or "") != str(new.get("output") or ""):
+        elif not same_answers(old, new, str.__eq__):
             judgement.consequences.append(f"call {index}: output changed")
     if extra_now:
         judgement.consequences.append(f"{extra_now} call(s) more than the snapshot")

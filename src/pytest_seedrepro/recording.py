@@ -10,6 +10,7 @@ This module imports vcrpy, so only the fixture imports it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -57,13 +58,11 @@ _NAME_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 #: Per-request wall-clock measurements some servers add (llama.cpp's
 #: llama-server: ``timings``); no SDK reads them and they change every run.
 _TIMING_KEYS = ("timings",)
-#: Objects whose top-level ``id`` no later request refers to, so it can be made
-#: stable; a Responses API id can come back as ``previous_response_id``.
-_STABLE_ID_OBJECTS = {
-    "chat.completion": "chatcmpl-recorded",
-    "chat.completion.chunk": "chatcmpl-recorded",
-    "text_completion": "cmpl-recorded",
-}
+#: Completion objects, whose bodies lose their timings and are stored readable (not ASCII-escaped).
+_COMPLETION_OBJECTS = frozenset({"chat.completion", "chat.completion.chunk", "text_completion"})
+#: The id earlier versions gave every recorded completion (``chatcmpl-recorded``,
+#: ``cmpl-recorded``), as they wrote it; replay gives such an answer an id of its own.
+_LEGACY_ID = re.compile(rb'"id": "(chatcmpl|cmpl)-recorded"')
 _MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "body")
 
 
@@ -283,7 +282,12 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _stable_body(body: bytes) -> bytes:
-    """Fix the volatile ``id``/``created`` of completion objects: re-recorded diffs show real changes."""
+    """A completion's body without its wall-clock ``timings``; ids and ``created`` stay as they came.
+
+    The ids stay: the app may send one back (a tool call's id, a Responses API
+    ``previous_response_id``), and replay must match the recorded request; the
+    snapshot numbers them instead.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -307,10 +311,8 @@ def _stable_json(text: str) -> str:
         data = json.loads(text)
     except ValueError:
         return text
-    if not isinstance(data, dict) or data.get("object") not in _STABLE_ID_OBJECTS:
+    if not isinstance(data, dict) or data.get("object") not in _COMPLETION_OBJECTS:
         return text
-    data["id"] = _STABLE_ID_OBJECTS[data["object"]]
-    data["created"] = 0
     for key in _TIMING_KEYS:
         data.pop(key, None)
     dumped = json.dumps(data, ensure_ascii=False)
@@ -323,16 +325,38 @@ def _stable_json(text: str) -> str:
     return dumped
 
 
-def watch_replays(cassette: Any, on_replay: Callable[[], None]) -> None:
-    """Call ``on_replay`` whenever vcrpy answers a request from the recording."""
+def watch_replays(cassette: Any, on_replay: Callable[[], None], nodeid: str = "") -> None:
+    """Call ``on_replay`` whenever vcrpy answers a request from the recording.
+
+    An answer recorded by an earlier version has the placeholder id
+    ``chatcmpl-recorded``: it is replayed with an id of its own (see
+    :func:`own_id`), and the file is left as it is.
+    """
     play = cassette.play_response
 
     def play_response(request: Any) -> Any:
         response = play(request)
         on_replay()
+        body = response["body"].get("string") if isinstance(response.get("body"), dict) else None
+        # The hot path: one substring search, and work only for an old recording.
+        if isinstance(body, bytes) and b'-recorded"' in body and _LEGACY_ID.search(body):
+            position = next((i for i, (_, played) in enumerate(cassette.data) if played is response), 0)
+            return {**response, "body": {**response["body"], "string": own_id(body, nodeid, position)}}
         return response
 
     cassette.play_response = play_response
+
+
+def own_id(body: bytes, nodeid: str, position: int) -> bytes:
+    """``body`` with the placeholder id replaced by one of its own: ``chatcmpl-<test>-<position>``.
+
+    ``<test>`` is 12 hex digits of the SHA-256 of the test's node id and
+    ``<position>`` the answer's place in the recording, so every answer of a
+    suite gets a distinct id, the same on every run and machine (calls from
+    threads included), and every chunk of a stream its answer's one.
+    """
+    test = hashlib.sha256(nodeid.encode("utf-8")).hexdigest()[:12]
+    return _LEGACY_ID.sub(lambda m: b'"id": "' + m.group(1) + f'-{test}-{position}"'.encode(), body)
 
 
 def _cassette_options(mode: str) -> dict[str, Any]:

@@ -103,31 +103,110 @@ def storable(value: Any) -> Any:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def number_tool_calls(entries: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
-    """Replace the tool call ids answers gave (``ids``, in order) with ``call_1``, ``call_2``, ...
+#: The start of an output's tool-call line (``answers.tool_call_line``), whose id it numbers.
+_TOOL_CALL_LINE = "tool_call "
+#: An id's prefix (``resp_``, ``msg_``, ``fc_``): kept, with a number after it.
+_ID_PREFIX = re.compile(r"[A-Za-z]+[_-]")
+#: Responses API input item keys that carry an id the server assigned.
+_INPUT_ID_KEYS = ("id", "call_id", "item_id")
 
-    Servers give tool calls random ids, which come back in the next request's
-    history: kept as they are, every re-recording of a tool loop would change
-    the snapshot and the next call's request. Numbered in order of appearance,
-    a test's snapshot is the same whoever answered.
+
+def number_ids(
+    entries: list[dict[str, Any]], tool_call_ids: list[str], other_ids: list[str]
+) -> list[dict[str, Any]]:
+    """Number the ids the server assigned, in the fields that carry them; nothing else changes.
+
+    Servers hand out random ids that come back in later requests (a tool
+    call's id, ``previous_response_id``, output items passed back as input):
+    kept as they are, every re-recording would change the snapshot and the
+    next call's request. Tool-call ids (``tool_call_ids``) become ``call_1``,
+    ``call_2``, ... and the others (``other_ids``) their prefix and a number
+    (``resp_1``, ``msg_1``, ``fc_1``, ...), in order of appearance, so a
+    test's snapshot is the same whoever answered. Only ids are replaced: an id
+    ``"1"`` leaves the ``1`` of ``order 1042`` alone, and an empty id is none.
+
+    The fields: chat ``messages[].tool_calls[].id`` and ``messages[].tool_call_id``;
+    Responses API ``previous_response_id`` and ``input[]`` items' ``id``,
+    ``call_id`` and ``item_id``; and the id of each ``tool_call <id>: ...``
+    line of the output (and of each choice's).
     """
     numbers: dict[str, str] = {}
-    for raw in ids:
-        numbers.setdefault(raw, f"call_{len(numbers) + 1}")
+    for raw in tool_call_ids:
+        if raw and raw not in numbers:
+            numbers[raw] = f"call_{len(numbers) + 1}"
+    counts: dict[str, int] = {}
+    for raw in other_ids:
+        if raw and raw not in numbers:
+            match = _ID_PREFIX.match(raw)
+            prefix = match.group() if match else "id_"
+            counts[prefix] = counts.get(prefix, 0) + 1
+            numbers[raw] = f"{prefix}{counts[prefix]}"
     if not numbers:
         return entries
-    pattern = re.compile("|".join(re.escape(raw) for raw in sorted(numbers, key=len, reverse=True)))
+    return [_numbered_entry(entry, numbers) for entry in entries]
 
-    def renumber(value: Any) -> Any:
-        if isinstance(value, str):
-            return pattern.sub(lambda m: numbers[m.group()], value)
-        if isinstance(value, dict):
-            return {k: renumber(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [renumber(v) for v in value]
-        return value
 
-    return [renumber(entry) for entry in entries]
+def _numbered_entry(entry: dict[str, Any], numbers: dict[str, str]) -> dict[str, Any]:
+    numbered = dict(entry)
+    if isinstance(entry.get("request"), dict):
+        numbered["request"] = _numbered_request(entry["request"], numbers)
+    if isinstance(entry.get("output"), str):
+        numbered["output"] = _numbered_text(entry["output"], numbers)
+    if isinstance(entry.get("choices"), list):
+        numbered["choices"] = [
+            _numbered_text(text, numbers) if isinstance(text, str) else text for text in entry["choices"]
+        ]
+    return numbered
+
+
+def _numbered_request(request: dict[str, Any], numbers: dict[str, str]) -> dict[str, Any]:
+    def number(value: Any) -> Any:
+        return numbers.get(value, value) if isinstance(value, str) else value
+
+    numbered = dict(request)
+    if "previous_response_id" in request:
+        numbered["previous_response_id"] = number(request["previous_response_id"])
+    if isinstance(request.get("messages"), list):
+        messages = []
+        for message in request["messages"]:
+            if isinstance(message, dict):
+                message = dict(message)
+                if "tool_call_id" in message:
+                    message["tool_call_id"] = number(message["tool_call_id"])
+                if isinstance(message.get("tool_calls"), list):
+                    message["tool_calls"] = [
+                        {**call, "id": number(call["id"])}
+                        if isinstance(call, dict) and "id" in call
+                        else call
+                        for call in message["tool_calls"]
+                    ]
+            messages.append(message)
+        numbered["messages"] = messages
+    if isinstance(request.get("input"), list):
+        numbered["input"] = [
+            {key: number(value) if key in _INPUT_ID_KEYS else value for key, value in item.items()}
+            if isinstance(item, dict)
+            else item
+            for item in request["input"]
+        ]
+    return numbered
+
+
+def _numbered_text(text: str, numbers: dict[str, str]) -> str:
+    """``text`` with the id of each tool-call line numbered (``tool_call <id>: name(arguments)``)."""
+    if _TOOL_CALL_LINE not in text:
+        return text
+    lines = text.split("\n")
+    for position, line in enumerate(lines):
+        if not line.startswith(_TOOL_CALL_LINE):
+            continue
+        rest = line[len(_TOOL_CALL_LINE) :]
+        raw, separator, _ = rest.partition(": ")
+        if not (separator and raw in numbers):  # an id with ": " in it: the longest known one that fits
+            raw = max((r for r in numbers if rest.startswith(f"{r}: ")), key=len, default="")
+        if raw:
+            lines[position] = f"{_TOOL_CALL_LINE}{numbers[raw]}{rest[len(raw) :]}"
+    return "\n".join(lines)
 
 
 #: Reading only needs the same values back, so libyaml's faster loader is fine.
@@ -159,6 +238,7 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "status": (int,),
     "request": (dict,),
     "output": (str, type(None)),
+    "choices": (list,),
 }
 
 
@@ -194,7 +274,7 @@ def parse(text: str, location: str) -> list[dict[str, Any]]:
     return calls
 
 
-_TYPE_NAMES = {str: "text", dict: "a mapping", int: "an integer"}
+_TYPE_NAMES = {str: "text", dict: "a mapping", int: "an integer", list: "a list"}
 
 
 def _shorten(value: Any) -> str:

@@ -75,6 +75,9 @@ def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
         entry["status"] = call.status  # a recorded client error (400, 404, 422): its message is the output
     entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in snapshots.TRANSPORT_KEYS}
     entry["output"] = _normalize(item, call.output or "", call)
+    if len(call.outputs) > 1:
+        # n > 1: every choice, in order (only then, so an n = 1 snapshot keeps its shape).
+        entry["choices"] = [_normalize(item, text, call) for text in call.outputs]
     return dict(snapshots.storable(entry))
 
 
@@ -155,8 +158,10 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
     if not state.calls and stored_text is None:
         return  # nothing to keep: no file is written for a test that made no call
     ordered = in_files_order(state.calls)
-    current = snapshots.number_tool_calls(
-        [snapshot_entry(item, call) for call in ordered], [i for call in ordered for i in call.tool_call_ids]
+    current = snapshots.number_ids(
+        [snapshot_entry(item, call) for call in ordered],
+        [i for call in ordered for i in call.tool_call_ids],
+        [i for call in ordered for i in call.item_ids],
     )
     if assertion.update_snapshots:
         state.snapshot_value = snapshots.render(item.nodeid, current)  # syrupy writes it when it differs
@@ -193,9 +198,12 @@ def _judge(
 
     def same_output(old: dict[str, Any], new: dict[str, Any]) -> bool:
         call = call_of[id(new)]
-        expected, actual = str(old.get("output") or ""), str(new.get("output") or "")
-        verdict = item.ihook.pytest_seedrepro_compare(expected=expected, actual=actual, call=call)
-        return (expected == actual) if verdict is None else bool(verdict)
+
+        def same_text(expected: str, actual: str) -> bool:  # the compare hook, per choice
+            verdict = item.ihook.pytest_seedrepro_compare(expected=expected, actual=actual, call=call)
+            return (expected == actual) if verdict is None else bool(verdict)
+
+        return judgement.same_answers(old, new, same_text)
 
     found = judgement.judge(
         stored,
