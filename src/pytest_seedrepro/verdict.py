@@ -214,9 +214,11 @@ def _judge(
         # syrupy counts it as a failed snapshot; nothing is written. Rendered only
         # here: a passing test compares data, it never needs the text.
         state.snapshot_value = snapshots.render(nodeid, current)
+        # The mode in use: without it a `live` suite's command would replay, with no recording.
+        mode = item.config.stash[RUN_STATE].settings.mode
         pytest.fail(
             f"seedrepro: {nodeid}: {divergence.message}\n"
-            f"If the new output is right: pytest --snapshot-update '{nodeid}'",
+            f"If the new output is right: pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'",
             pytrace=False,
         )
     change = divergence.change
