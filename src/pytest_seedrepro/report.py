@@ -43,6 +43,8 @@ class RunSummary:
         self.ran: set[str] = set()
         #: Files that could not be written at the end of the session (one line each).
         self.unwritten: list[str] = []
+        #: Calls answered with a recorded client error: (nodeid, call, status, message's first line).
+        self.client_errors: list[tuple[str, int, int, str]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Fold a call-phase report in (on the controller under xdist, in-process otherwise)."""
@@ -89,6 +91,7 @@ class RunSummary:
                     },
                     tests=self.rows,
                     repeat=self.repeat,
+                    client_errors=self.client_errors,
                 )
                 self._write(settings.html_file, page, "the HTML report")
         if not hasattr(self.config, "workerinput"):
@@ -128,6 +131,10 @@ class RunSummary:
                 for t, o, old, new, om, nm in self.changes
             ],
             "disagreeing_streams": [{"test": t, "fingerprints": fps} for t, fps in self.disagreeing],
+            "client_errors": [
+                {"test": t, "call": call, "status": status, "message": message}
+                for t, call, status, message in self.client_errors
+            ],
             **({"repeat": [{"test": t, **f} for t, f in self.repeat]} if self.repeat else {}),
         }
 
@@ -161,6 +168,8 @@ class RunSummary:
             self.repeat.append((nodeid, figures))
         for chunks in data.get("disagreeing_streams", []):
             self.disagreeing.append((nodeid, chunks))
+        for error in data.get("client_errors", []):
+            self.client_errors.append((nodeid, int(error["call"]), int(error["status"]), str(error["message"])))
 
     def lines(self) -> list[str]:
         """The section's text."""
@@ -194,6 +203,9 @@ class RunSummary:
                 out.append(f"refresh all {len(drifted)} drifted tests with: {refresh_drifted_command(mode)}")
         for nodeid, chunks in self.disagreeing:
             out.append(f"stream chunks disagreed on the fingerprint in {nodeid}: {' / '.join(chunks)}")
+        # A client error the app caught passes the test: listed, so it is not silent.
+        for nodeid, call, status, message in self.client_errors:
+            out.append(f"client error: {nodeid} call {call}: {status} {message}".rstrip())
         out.extend(self.repeat_table())
         return out
 

@@ -304,7 +304,18 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         "models": sorted({c.model for c in calls if c.model}),
         "verdict": _verdict_name(state, report),
         "divergence": state.divergence,
+        # Recorded client errors (400, 404, 422): answers the app may have swallowed.
+        "client_errors": [
+            {"call": c.index, "status": c.status, "message": _first_line(c.output)}
+            for c in state.calls
+            if c.status is not None
+        ],
     }
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _verdict_name(state: TestState, report: pytest.TestReport) -> str:
