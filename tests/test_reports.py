@@ -275,3 +275,22 @@ def test_a_snapshot_that_cannot_be_written_fails_the_run_and_is_named_on_the_con
     out = result.stdout.str()
     assert "INTERNALERROR" not in out and "Traceback" not in out
     assert (suite.path / "__snapshots__").read_bytes() == b"my notes\n"
+
+
+def test_the_judgement_notes_a_model_that_alone_changed() -> None:
+    from pytest_seedrepro import judgement
+
+    def entry(model: str, fingerprint: str = "fp_1", output: str = "same") -> dict[str, object]:
+        return {"system_fingerprint": fingerprint, "response_model": model, "request": {}, "output": output}
+
+    alone = judgement.judge([entry("gpt-4o-mini")], [entry("gpt-4o-mini-2024-07-18")])
+    assert alone.divergence is None and not alone.noted
+    assert [(c.index, c.old_model, c.new_model) for c in alone.model_changes] == [
+        (0, "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    ]
+    # With the fingerprint: the fingerprint change carries it, listed once.
+    with_fingerprint = judgement.judge([entry("a")], [entry("b", fingerprint="fp_2")])
+    assert not with_fingerprint.model_changes and with_fingerprint.noted[0].new_model == "b"
+    # Unchanged, or unknown in an older snapshot: nothing to say.
+    assert not judgement.judge([entry("a")], [entry("a")]).model_changes
+    assert not judgement.judge([{**entry("a"), "response_model": None}], [entry("b")]).model_changes

@@ -43,6 +43,8 @@ class RunSummary:
         self.ran: set[str] = set()
         #: Files that could not be written at the end of the session (one line each).
         self.unwritten: list[str] = []
+        #: Response models that changed under the same fingerprint and output: (nodeid, call, old, new).
+        self.model_changes: list[tuple[str, int, str, str]] = []
         #: Calls answered with a recorded client error: (nodeid, call, status, message's first line).
         self.client_errors: list[tuple[str, int, int, str]] = []
 
@@ -131,6 +133,9 @@ class RunSummary:
                 for t, o, old, new, om, nm in self.changes
             ],
             "disagreeing_streams": [{"test": t, "fingerprints": fps} for t, fps in self.disagreeing],
+            "model_changes": [
+                {"test": t, "call": call, "old": old, "new": new} for t, call, old, new in self.model_changes
+            ],
             "client_errors": [
                 {"test": t, "call": call, "status": status, "message": message}
                 for t, call, status, message in self.client_errors
@@ -168,6 +173,8 @@ class RunSummary:
             self.repeat.append((nodeid, figures))
         for chunks in data.get("disagreeing_streams", []):
             self.disagreeing.append((nodeid, chunks))
+        for change in data.get("model_changes", []):
+            self.model_changes.append((nodeid, int(change["call"]), str(change["old"]), str(change["new"])))
         for error in data.get("client_errors", []):
             self.client_errors.append((nodeid, int(error["call"]), int(error["status"]), str(error["message"])))
 
@@ -203,6 +210,8 @@ class RunSummary:
                 out.append(f"refresh all {len(drifted)} drifted tests with: {refresh_drifted_command(mode)}")
         for nodeid, chunks in self.disagreeing:
             out.append(f"stream chunks disagreed on the fingerprint in {nodeid}: {' / '.join(chunks)}")
+        for nodeid, call, old, new in self.model_changes:
+            out.append(f"model changed: {nodeid} call {call}: {old} -> {new}")
         # A client error the app caught passes the test: listed, so it is not silent.
         for nodeid, call, status, message in self.client_errors:
             out.append(f"client error: {nodeid} call {call}: {status} {message}".rstrip())

@@ -205,6 +205,7 @@ def _judge(
         index_of=lambda position: ordered[position].index,
     )
     state.fingerprint_changes.extend(found.noted)
+    state.model_changes.extend(found.model_changes)
     divergence = found.divergence
     if divergence is not None:
         state.divergence = _divergence_view(divergence, found.consequences)
@@ -304,6 +305,7 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         "models": sorted({c.model for c in calls if c.model}),
         "verdict": _verdict_name(state, report),
         "divergence": state.divergence,
+        "model_changes": [{"call": c.index, "old": c.old_model, "new": c.new_model} for c in state.model_changes],
         # Recorded client errors (400, 404, 422): answers the app may have swallowed.
         "client_errors": [
             {"call": c.index, "status": c.status, "message": _first_line(c.output)}
