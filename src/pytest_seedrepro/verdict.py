@@ -270,11 +270,33 @@ def annotate_report(item: pytest.Item, report: pytest.TestReport) -> None:
         # The body ended on an error the plugin caused or explained (a missing
         # recording, an API error): show the cause, not the SDK's traceback.
         report.longrepr = "\n".join(state.problems)
+    elif report.failed and state.problems:
+        _name_broken_calls(report, state.problems)
     if report.skipped and state.keep_files and isinstance(report.longrepr, tuple):
         # Point the skip at the test, not at this module.
         _, line, _ = item.location
         report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])
     report.seedrepro = summary_of(state, report)  # type: ignore[attr-defined]
+
+
+def _name_broken_calls(report: pytest.TestReport, problems: list[str]) -> None:
+    """Add the plugin's lines to a failure that does not show them yet.
+
+    The body ended on an error of its own (the app caught the SDK's error, then
+    tripped over the missing answer): its traceback stays, and the broken call
+    is named beside it, in a section of the report, which pytest-xdist carries
+    from the workers with the rest of the report.
+    """
+    shown = str(report.longrepr)
+    missing = [line for line in problems if line not in shown]
+    if not missing:
+        return  # the verdict's own failure: its message is these lines
+    text = "\n".join(missing)
+    longrepr = report.longrepr
+    if hasattr(longrepr, "addsection"):
+        longrepr.addsection("seedrepro: the test's broken call(s)", text)
+    else:
+        report.longrepr = f"{shown}\n{text}"
 
 
 def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
