@@ -18,6 +18,22 @@ from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
 from pytest_seedrepro.options import refresh_command, refresh_drifted_command
 from pytest_seedrepro.session import RUN_STATE
 
+#: The ``workeroutput`` key of the lines of files an xdist worker could not write.
+_WORKER_UNWRITTEN = "seedrepro_unwritten"
+
+
+def _drop_sidecars_without_directory(output: dict[str, Any]) -> None:
+    """Keep syrupy's controller from an INTERNALERROR over a snapshot whose directory is a file.
+
+    Under xdist syrupy's workers list every snapshot they tried to write
+    (``syrupy_write_sidecars``) and the controller unlinks their lock files,
+    which raises NotADirectoryError when a file stands where the directory
+    should be. Such a snapshot has no lock file to remove.
+    """
+    locations = output.get("syrupy_write_sidecars")
+    if isinstance(locations, list):
+        output["syrupy_write_sidecars"] = [p for p in locations if Path(str(p)).parent.is_dir()]
+
 
 class RunSummary:
     """Totals over every ``seeded_llm`` test of the run; a plugin object registered at configure."""
@@ -43,6 +59,8 @@ class RunSummary:
         self.ran: set[str] = set()
         #: Files that could not be written at the end of the session (one line each).
         self.unwritten: list[str] = []
+        #: The same, from pytest-xdist workers (on the controller).
+        self.workers_unwritten: list[str] = []
         #: Response models that changed under the same fingerprint and output: (nodeid, call, old, new).
         self.model_changes: list[tuple[str, int, str, str]] = []
         #: Calls answered with a recorded client error: (nodeid, call, status, message's first line).
@@ -53,6 +71,12 @@ class RunSummary:
         data = getattr(report, "seedrepro", None)
         if report.when == "call" and isinstance(data, dict):
             self.add(report.nodeid, data)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """On the pytest-xdist controller: take the lines of files a worker could not write."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.workers_unwritten.extend(str(line) for line in output.get(_WORKER_UNWRITTEN, ()))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Print the section once, where the user sees it (never on an xdist worker)."""
@@ -101,8 +125,13 @@ class RunSummary:
 
             drifted = {t for t, outcome, *_ in self.changes if outcome in ("skipped", "warned", "failed")}
             drift.remember(self.config, ran=self.ran, drifted=drifted)
-        if UNWRITTEN:
-            self.unwritten = list(UNWRITTEN)
+        output = getattr(self.config, "workeroutput", None)
+        if output is not None:
+            # A worker prints no summary: the controller reports these lines and fails the run.
+            output[_WORKER_UNWRITTEN] = list(UNWRITTEN)
+            _drop_sidecars_without_directory(output)
+        if UNWRITTEN or self.workers_unwritten:
+            self.unwritten = [*self.workers_unwritten, *UNWRITTEN]
             UNWRITTEN.clear()
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -176,7 +205,9 @@ class RunSummary:
         for change in data.get("model_changes", []):
             self.model_changes.append((nodeid, int(change["call"]), str(change["old"]), str(change["new"])))
         for error in data.get("client_errors", []):
-            self.client_errors.append((nodeid, int(error["call"]), int(error["status"]), str(error["message"])))
+            self.client_errors.append(
+                (nodeid, int(error["call"]), int(error["status"]), str(error["message"]))
+            )
 
     def lines(self) -> list[str]:
         """The section's text."""
