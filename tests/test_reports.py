@@ -84,7 +84,9 @@ def test_a_client_error_the_app_swallows_is_counted_in_every_report(
 
 def test_a_run_without_client_errors_reports_none(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('x')\n")
-    result = suite.runpytest(LIVE, "--snapshot-update", "--seedrepro-report=r.json", "--seedrepro-html=r.html")
+    result = suite.runpytest(
+        LIVE, "--snapshot-update", "--seedrepro-report=r.json", "--seedrepro-html=r.html"
+    )
     result.assert_outcomes(passed=1)
     assert "client error" not in result.stdout.str()
     assert json.loads((suite.path / "r.json").read_text())["client_errors"] == []
@@ -180,7 +182,10 @@ def test_an_ini_value_that_applies_is_used_and_not_reported_as_ignored(
     ("flag", "message"),
     [
         ("--seedrepro-repeat=5", "--seedrepro-repeat sends every call 5 times to the API: use it with*"),
-        ("--seedrepro-only-drifted", "--seedrepro-only-drifted refreshes the tests that drifted: use it with*"),
+        (
+            "--seedrepro-only-drifted",
+            "--seedrepro-only-drifted refreshes the tests that drifted: use it with*",
+        ),
     ],
 )
 def test_the_flag_that_does_not_apply_stays_a_usage_error(
@@ -224,7 +229,9 @@ def test_a_changed_response_model_under_the_same_fingerprint_and_output_is_liste
     llm_server.model_override = "gpt-4o-mini-2024-07-18"  # the alias now points at a dated model
     result = suite.runpytest(LIVE, "--seedrepro-report=r.json", *workers)
     result.assert_outcomes(passed=1)  # same fingerprint, same output: still a pass
-    result.stdout.fnmatch_lines(["model changed: test_it.py::test_a call 0: gpt-4o-mini -> gpt-4o-mini-2024-07-18"])
+    result.stdout.fnmatch_lines(
+        ["model changed: test_it.py::test_a call 0: gpt-4o-mini -> gpt-4o-mini-2024-07-18"]
+    )
     assert json.loads((suite.path / "r.json").read_text())["model_changes"] == [
         {"test": "test_it.py::test_a", "call": 0, "old": "gpt-4o-mini", "new": "gpt-4o-mini-2024-07-18"}
     ]

@@ -6,7 +6,8 @@ one row per ``seeded_llm`` test with its verdict, seed, parameters, fingerprint
 and model (old -> new), tokens; for the call that diverged, the old and new
 output side by side with a word-level diff; filters by verdict (also from
 the address: ``report.html#regression``); the calls answered with a client
-error and the ``--seedrepro-repeat`` figures, when there are any. Plain functions from the summary's data to text.
+error and the ``--seedrepro-repeat`` figures, when there are any. Plain
+functions from the summary's data to text.
 """
 
 from __future__ import annotations

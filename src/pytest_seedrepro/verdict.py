@@ -292,9 +292,9 @@ def _name_broken_calls(report: pytest.TestReport, problems: list[str]) -> None:
     if not missing:
         return  # the verdict's own failure: its message is these lines
     text = "\n".join(missing)
-    longrepr = report.longrepr
-    if hasattr(longrepr, "addsection"):
-        longrepr.addsection("seedrepro: the test's broken call(s)", text)
+    addsection = getattr(report.longrepr, "addsection", None)  # pytest's exception reprs have it
+    if callable(addsection):
+        addsection("seedrepro: the test's broken call(s)", text)
     else:
         report.longrepr = f"{shown}\n{text}"
 
@@ -327,7 +327,9 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         "models": sorted({c.model for c in calls if c.model}),
         "verdict": _verdict_name(state, report),
         "divergence": state.divergence,
-        "model_changes": [{"call": c.index, "old": c.old_model, "new": c.new_model} for c in state.model_changes],
+        "model_changes": [
+            {"call": c.index, "old": c.old_model, "new": c.new_model} for c in state.model_changes
+        ],
         # Recorded client errors (400, 404, 422): answers the app may have swallowed.
         "client_errors": [
             {"call": c.index, "status": c.status, "message": _first_line(c.output)}
