@@ -23,13 +23,15 @@ import openai
 
 def test_a(seeded_llm):
     try:
-        seeded_llm.complete("hello", max_tokens=5)
+        seeded_llm.complete("hello", max_tokens=-1)  # the server answers 400, every time
     except openai.BadRequestError:
         pass  # the app falls back to a canned answer
 
 def test_b(seeded_llm):
     seeded_llm.complete("an ordinary call")
 """
+#: The test server's answer to ``max_tokens=-1``.
+BAD_MAX_TOKENS = "'max_tokens' must be a non-negative integer."
 
 
 class Sections(HTMLParser):
@@ -61,25 +63,39 @@ class Sections(HTMLParser):
 
 @XDIST
 def test_a_client_error_the_app_swallows_is_counted_in_every_report(
-    suite: pytest.Pytester, llm_server: LLMServer, workers: tuple[str, ...]
+    suite: pytest.Pytester, workers: tuple[str, ...]
 ) -> None:
     suite.makepyfile(test_it=SWALLOWED_CLIENT_ERROR)
-    message = "Unsupported parameter: 'max_tokens' is not supported with this model."
-    llm_server.fail_next(status=400, message=f"{message}\nUse 'max_completion_tokens' instead.")
     result = suite.runpytest(
-        LIVE, "--snapshot-update", "--seedrepro-report=r.json", "--seedrepro-html=r.html",
-        *workers,
-    )  # fmt: skip
+        LIVE, "--snapshot-update", "--seedrepro-report=r.json", "--seedrepro-html=r.html", *workers
+    )
     result.assert_outcomes(passed=2)  # the app handled it: the test passes, and the reports say so
-    result.stdout.fnmatch_lines([f"client error: test_it.py::test_a call 0: 400 {message}"])
+    result.stdout.fnmatch_lines([f"client error: test_it.py::test_a call 0: 400 {BAD_MAX_TOKENS}"])
     assert "client error: test_it.py::test_b" not in result.stdout.str()
     report = json.loads((suite.path / "r.json").read_text())
     assert report["client_errors"] == [
-        {"test": "test_it.py::test_a", "call": 0, "status": 400, "message": message}
+        {"test": "test_it.py::test_a", "call": 0, "status": 400, "message": BAD_MAX_TOKENS}
     ]
     page = Sections()
     page.feed((suite.path / "r.html").read_text())
-    assert page.tables["client-errors"][1:] == [["test_it.py::test_a", "0", "400", message]]
+    assert page.tables["client-errors"][1:] == [["test_it.py::test_a", "0", "400", BAD_MAX_TOKENS]]
+
+
+def test_a_client_error_is_listed_by_its_message_first_line_also_in_replay(
+    suite: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makepyfile(
+        test_it=SWALLOWED_CLIENT_ERROR.split("def test_b")[0].replace("max_tokens=-1", "max_tokens=5")
+    )
+    message = "Unsupported parameter: 'max_tokens' is not supported with this model."
+    llm_server.fail_next(status=400, message=f"{message}\nUse 'max_completion_tokens' instead.")
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    llm_server.stop()
+    monkeypatch.setenv("OPENAI_API_KEY", "replay-never-sends-it")
+    result = suite.runpytest("--seedrepro-report=r.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"client error: test_it.py::test_a call 0: 400 {message}"])
+    assert json.loads((suite.path / "r.json").read_text())["client_errors"][0]["message"] == message
 
 
 def test_a_run_without_client_errors_reports_none(suite: pytest.Pytester) -> None:
