@@ -74,7 +74,7 @@ def test_every_cell_of_the_verdict_table(suite: pytest.Pytester, llm_server: LLM
             "(snapshot: fp_test_1, this run: fp_test_1):",
             "*--- snapshot",
             "*+++ this run",
-            "*If the new output is right: pytest --snapshot-update 'test_it.py::test_it'",
+            "*If the new output is right: pytest --seedrepro-mode=live --snapshot-update 'test_it.py::test_it'",
         ]
     )
 

@@ -35,6 +35,12 @@ def select(config: pytest.Config, items: list[pytest.Item]) -> str:
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = keep
+    if cache is None:
+        # Selecting nothing is the safe side: running every test would refresh them all.
+        return (
+            "seedrepro: --seedrepro-only-drifted has no cache to ask (-p no:cacheprovider turns it off): "
+            "no test selected"
+        )
     if not keep:
         return "seedrepro: no test drifted in the last run: nothing to refresh"
     return f"seedrepro: refreshing {len(keep)} test(s) that drifted in the last run"

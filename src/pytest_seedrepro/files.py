@@ -85,6 +85,11 @@ def write_atomically(target: Path, text: str, *, what: str) -> None:
         raise
 
 
+def not_written(exc: OSError, target: Path, *, what: str) -> NotWritten:
+    """:class:`NotWritten` for an OS error raised while writing ``target`` elsewhere than here."""
+    return NotWritten(f"cannot write {what} {target}: {_reason(exc, target)}")
+
+
 def _reason(exc: OSError, target: Path) -> str:
     if isinstance(exc, NotADirectoryError | FileExistsError):
         return _in_the_way(target)

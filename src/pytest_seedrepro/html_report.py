@@ -5,8 +5,9 @@ inline. A header with the run's mode, seed, policy, fingerprints and totals;
 one row per ``seeded_llm`` test with its verdict, seed, parameters, fingerprint
 and model (old -> new), tokens; for the call that diverged, the old and new
 output side by side with a word-level diff; filters by verdict (also from
-the address: ``report.html#regression``); the ``--seedrepro-repeat`` figures
-when there are any. Plain functions from the summary's data to text.
+the address: ``report.html#regression``); the calls answered with a client
+error and the ``--seedrepro-repeat`` figures, when there are any. Plain
+functions from the summary's data to text.
 """
 
 from __future__ import annotations
@@ -156,14 +157,32 @@ def _repeat_table(rows: Iterable[tuple[str, dict[str, Any]]]) -> str:
     )
 
 
+def _client_errors_table(rows: Iterable[tuple[str, int, int, str]]) -> str:
+    body = "".join(
+        f"<tr><td><code>{html.escape(nodeid)}</code></td><td>{call}</td><td>{status}</td>"
+        f"<td>{html.escape(message)}</td></tr>"
+        for nodeid, call, status, message in rows
+    )
+    if not body:
+        return ""
+    return (
+        '<h2>Client errors</h2><p class="note">Calls answered with a client error (400, 404, 422); '
+        "a test whose code caught one can still pass.</p>"
+        '<table class="client-errors"><tr><th>test</th><th>call</th><th>status</th><th>message</th></tr>'
+        f"{body}</table>"
+    )
+
+
 def render(
     *,
     settings: dict[str, Any],
     totals: dict[str, Any],
     tests: list[tuple[str, dict[str, Any]]],
     repeat: list[tuple[str, dict[str, Any]]],
+    client_errors: list[tuple[str, int, int, str]] | None = None,
 ) -> str:
-    """The whole page."""
+    """The whole page; ``client_errors``: (test, call, status, message) of each call answered with one."""
+    client_errors = client_errors or []
     counts: dict[str, int] = {}
     for _, data in tests:
         verdict = str(data.get("verdict", "passed"))
@@ -181,6 +200,7 @@ def render(
         f"<b>tests</b> {len(tests)} &middot; <b>calls</b> {totals.get('replayed', 0)} replayed, "
         f"{totals.get('live', 0)} live &middot; <b>tokens</b> {totals.get('tokens', 0)} live &middot; "
         f"<b>fingerprints seen</b> {html.escape(fingerprints)}"
+        f" &middot; <b>client errors</b> {len(client_errors)}"
     )
     rows = "".join(_row(nodeid, data) for nodeid, data in tests)
     return (
@@ -191,6 +211,7 @@ def render(
         f'<div class="filters">{filters} &middot; showing <span id="shown">{len(tests)}</span></div>'
         '<table class="tests"><tr><th>verdict</th><th>test</th><th>seed</th><th>params</th>'
         f"<th>fingerprint</th><th>model</th><th>tokens</th></tr>{rows}</table>"
+        f"{_client_errors_table(client_errors)}"
         f"{_repeat_table(repeat)}"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )

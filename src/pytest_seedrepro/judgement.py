@@ -70,6 +70,9 @@ class Judgement:
     noted: list[FingerprintChange] = field(default_factory=list)
     #: What differs after a backend divergence: its consequences, listed, not judged.
     consequences: list[str] = field(default_factory=list)
+    #: Calls before the divergence whose response ``model`` changed with the same
+    #: fingerprint and output (an alias now pointing at a new dated model).
+    model_changes: list[FingerprintChange] = field(default_factory=list)
 
     @property
     def fails(self) -> bool:
@@ -213,7 +216,9 @@ def judge(
         )
         if same(old, new):
             if fingerprint_changed:
-                judgement.noted.append(change)
+                judgement.noted.append(change)  # its note names a changed model too
+            elif model_note(change):
+                judgement.model_changes.append(change)
             continue
         change.diff = diff(answer_text(old), answer_text(new))
         if not fingerprint_changed:

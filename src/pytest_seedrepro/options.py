@@ -43,6 +43,8 @@ class Settings:
     only_drifted: bool = False
     #: ``--seedrepro-repeat``: how many times each call is sent (1: once, the usual).
     repeat: int = 1
+    #: ini values that do not apply to this run, one line each for the report header.
+    ignored: tuple[str, ...] = ()
 
     @property
     def writes_recordings(self) -> bool:
@@ -237,22 +239,35 @@ def resolve(config: pytest.Config) -> Settings:
     report_file = _raw(config, "seedrepro_report")
     html_file = _raw(config, "seedrepro_html")
     mode = _choice(config, "seedrepro_mode", MODES, DEFAULT_MODE, MODE_ENV_VAR)
-    only_drifted = bool(
-        config.getoption("seedrepro_only_drifted", default=None) or config.getini("seedrepro_only_drifted")
-    )
+    # An ini file holds a project's settings for every run, so an ini value that
+    # only fits some runs (a refresh, a live experiment) is ignored in the others
+    # and the header says so; the same flag on the command line asks for it in
+    # this run, where it cannot apply: a usage error.
+    ignored: list[str] = []
+    only_drifted_flag = bool(config.getoption("seedrepro_only_drifted", default=None))
+    only_drifted = only_drifted_flag or bool(config.getini("seedrepro_only_drifted"))
     if only_drifted and (
         mode not in ("rerecord", "live") or not config.getoption("update_snapshots", default=False)
     ):
-        raise pytest.UsageError(
-            "--seedrepro-only-drifted refreshes the tests that drifted: use it with "
-            "--seedrepro-mode=rerecord (or live) and --snapshot-update"
+        if only_drifted_flag:
+            raise pytest.UsageError(
+                "--seedrepro-only-drifted refreshes the tests that drifted: use it with "
+                "--seedrepro-mode=rerecord (or live) and --snapshot-update"
+            )
+        only_drifted = False
+        ignored.append(
+            "ini seedrepro_only_drifted=true ignored: it needs --seedrepro-mode=rerecord (or live) "
+            "and --snapshot-update"
         )
     repeat = _integer(config, "seedrepro_repeat", 1, "a whole number of sends >= 2", minimum=2)
     if repeat > 1 and mode != "live":
-        raise pytest.UsageError(
-            f"--seedrepro-repeat sends every call {repeat} times to the API: use it with "
-            f"--seedrepro-mode=live (this run's mode is {mode})"
-        )
+        if config.getoption("seedrepro_repeat", default=None) is not None:
+            raise pytest.UsageError(
+                f"--seedrepro-repeat sends every call {repeat} times to the API: use it with "
+                f"--seedrepro-mode=live (this run's mode is {mode})"
+            )
+        ignored.append(f"ini seedrepro_repeat={repeat} ignored: it needs --seedrepro-mode=live")
+        repeat = 1
     return Settings(
         mode=mode,
         repeat=repeat,
@@ -264,4 +279,5 @@ def resolve(config: pytest.Config) -> Settings:
         report_file=report_file[0] if report_file else None,
         html_file=html_file[0] if html_file else None,
         only_drifted=only_drifted,
+        ignored=tuple(ignored),
     )

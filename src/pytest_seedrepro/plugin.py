@@ -47,12 +47,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         run.close_shared_clients()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[RUN_STATE].settings
-    return (
+    return [
         f"seedrepro: mode={settings.mode}, default seed={settings.default_seed}, "
-        f"on fingerprint change={settings.on_fingerprint_change}"
-    )
+        f"on fingerprint change={settings.on_fingerprint_change}",
+        *(f"seedrepro: {line}" for line in settings.ignored),
+    ]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

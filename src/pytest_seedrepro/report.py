@@ -18,6 +18,22 @@ from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
 from pytest_seedrepro.options import refresh_command, refresh_drifted_command
 from pytest_seedrepro.session import RUN_STATE
 
+#: The ``workeroutput`` key of the lines of files an xdist worker could not write.
+_WORKER_UNWRITTEN = "seedrepro_unwritten"
+
+
+def _drop_sidecars_without_directory(output: dict[str, Any]) -> None:
+    """Keep syrupy's controller from an INTERNALERROR over a snapshot whose directory is a file.
+
+    Under xdist syrupy's workers list every snapshot they tried to write
+    (``syrupy_write_sidecars``) and the controller unlinks their lock files,
+    which raises NotADirectoryError when a file stands where the directory
+    should be. Such a snapshot has no lock file to remove.
+    """
+    locations = output.get("syrupy_write_sidecars")
+    if isinstance(locations, list):
+        output["syrupy_write_sidecars"] = [p for p in locations if Path(str(p)).parent.is_dir()]
+
 
 class RunSummary:
     """Totals over every ``seeded_llm`` test of the run; a plugin object registered at configure."""
@@ -43,12 +59,24 @@ class RunSummary:
         self.ran: set[str] = set()
         #: Files that could not be written at the end of the session (one line each).
         self.unwritten: list[str] = []
+        #: The same, from pytest-xdist workers (on the controller).
+        self.workers_unwritten: list[str] = []
+        #: Response models that changed under the same fingerprint and output: (nodeid, call, old, new).
+        self.model_changes: list[tuple[str, int, str, str]] = []
+        #: Calls answered with a recorded client error: (nodeid, call, status, message's first line).
+        self.client_errors: list[tuple[str, int, int, str]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Fold a call-phase report in (on the controller under xdist, in-process otherwise)."""
         data = getattr(report, "seedrepro", None)
         if report.when == "call" and isinstance(data, dict):
             self.add(report.nodeid, data)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """On the pytest-xdist controller: take the lines of files a worker could not write."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.workers_unwritten.extend(str(line) for line in output.get(_WORKER_UNWRITTEN, ()))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Print the section once, where the user sees it (never on an xdist worker)."""
@@ -89,6 +117,7 @@ class RunSummary:
                     },
                     tests=self.rows,
                     repeat=self.repeat,
+                    client_errors=self.client_errors,
                 )
                 self._write(settings.html_file, page, "the HTML report")
         if not hasattr(self.config, "workerinput"):
@@ -96,8 +125,13 @@ class RunSummary:
 
             drifted = {t for t, outcome, *_ in self.changes if outcome in ("skipped", "warned", "failed")}
             drift.remember(self.config, ran=self.ran, drifted=drifted)
-        if UNWRITTEN:
-            self.unwritten = list(UNWRITTEN)
+        output = getattr(self.config, "workeroutput", None)
+        if output is not None:
+            # A worker prints no summary: the controller reports these lines and fails the run.
+            output[_WORKER_UNWRITTEN] = list(UNWRITTEN)
+            _drop_sidecars_without_directory(output)
+        if UNWRITTEN or self.workers_unwritten:
+            self.unwritten = [*self.workers_unwritten, *UNWRITTEN]
             UNWRITTEN.clear()
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -128,6 +162,13 @@ class RunSummary:
                 for t, o, old, new, om, nm in self.changes
             ],
             "disagreeing_streams": [{"test": t, "fingerprints": fps} for t, fps in self.disagreeing],
+            "model_changes": [
+                {"test": t, "call": call, "old": old, "new": new} for t, call, old, new in self.model_changes
+            ],
+            "client_errors": [
+                {"test": t, "call": call, "status": status, "message": message}
+                for t, call, status, message in self.client_errors
+            ],
             **({"repeat": [{"test": t, **f} for t, f in self.repeat]} if self.repeat else {}),
         }
 
@@ -161,6 +202,12 @@ class RunSummary:
             self.repeat.append((nodeid, figures))
         for chunks in data.get("disagreeing_streams", []):
             self.disagreeing.append((nodeid, chunks))
+        for change in data.get("model_changes", []):
+            self.model_changes.append((nodeid, int(change["call"]), str(change["old"]), str(change["new"])))
+        for error in data.get("client_errors", []):
+            self.client_errors.append(
+                (nodeid, int(error["call"]), int(error["status"]), str(error["message"]))
+            )
 
     def lines(self) -> list[str]:
         """The section's text."""
@@ -194,6 +241,11 @@ class RunSummary:
                 out.append(f"refresh all {len(drifted)} drifted tests with: {refresh_drifted_command(mode)}")
         for nodeid, chunks in self.disagreeing:
             out.append(f"stream chunks disagreed on the fingerprint in {nodeid}: {' / '.join(chunks)}")
+        for nodeid, call, old, new in self.model_changes:
+            out.append(f"model changed: {nodeid} call {call}: {old} -> {new}")
+        # A client error the app caught passes the test: listed, so it is not silent.
+        for nodeid, call, status, message in self.client_errors:
+            out.append(f"client error: {nodeid} call {call}: {status} {message}".rstrip())
         out.extend(self.repeat_table())
         return out
 

@@ -115,6 +115,8 @@ class TestState:
     snapshot_value: Any = None
     #: Calls whose fingerprint differs from the snapshot's (``verdict.FingerprintChange``).
     fingerprint_changes: list[Any] = field(default_factory=list)
+    #: Calls whose response model alone changed (``judgement.FingerprintChange``).
+    model_changes: list[Any] = field(default_factory=list)
     #: ids of the exceptions the plugin saw a call raise: when one ends the body,
     #: the report shows the plugin's one-line cause instead of a traceback.
     raised: set[int] = field(default_factory=set)

@@ -21,7 +21,15 @@ from syrupy.extensions.base import AbstractSyrupyExtension
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
-from pytest_seedrepro.files import UNWRITTEN, NotWritten, own_stem, read_text, write_atomically, yaml_problem
+from pytest_seedrepro.files import (
+    UNWRITTEN,
+    NotWritten,
+    not_written,
+    own_stem,
+    read_text,
+    write_atomically,
+    yaml_problem,
+)
 from pytest_seedrepro.options import refresh_command
 
 #: Request keys that change how an answer is delivered, not what it says.
@@ -419,6 +427,28 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
         if isinstance(data, str):
             return data
         raise TypeError(f"{type(self).__name__} stores rendered text, got {type(data).__name__}")
+
+    @classmethod
+    def write_snapshot(
+        cls,
+        *,
+        snapshot_location: str,
+        snapshots: list[tuple[SerializedData, Any, Any]],
+        name_order: dict[str, int] | None = None,
+    ) -> None:
+        """syrupy's ``write_snapshot``, with an unwritable directory reported like any unwritten file.
+
+        syrupy marks this method final, but it makes the snapshot's directory
+        itself before calling :meth:`write_snapshot_collection`, and turns the
+        OS error of that (a file where the directory should be) into a failed
+        assertion that no test reports: the run passed with its snapshot unwritten.
+        """
+        try:
+            super().write_snapshot(
+                snapshot_location=snapshot_location, snapshots=snapshots, name_order=name_order
+            )
+        except OSError as exc:
+            UNWRITTEN.append(str(not_written(exc, Path(snapshot_location), what="the snapshot")))
 
     @classmethod
     def write_snapshot_collection(

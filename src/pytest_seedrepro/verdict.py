@@ -213,6 +213,7 @@ def _judge(
         index_of=lambda position: ordered[position].index,
     )
     state.fingerprint_changes.extend(found.noted)
+    state.model_changes.extend(found.model_changes)
     divergence = found.divergence
     if divergence is not None:
         state.divergence = _divergence_view(divergence, found.consequences)
@@ -222,9 +223,11 @@ def _judge(
         # syrupy counts it as a failed snapshot; nothing is written. Rendered only
         # here: a passing test compares data, it never needs the text.
         state.snapshot_value = snapshots.render(nodeid, current)
+        # The mode in use: without it a `live` suite's command would replay, with no recording.
+        mode = item.config.stash[RUN_STATE].settings.mode
         pytest.fail(
             f"seedrepro: {nodeid}: {divergence.message}\n"
-            f"If the new output is right: pytest --snapshot-update '{nodeid}'",
+            f"If the new output is right: pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'",
             pytrace=False,
         )
     change = divergence.change
@@ -275,11 +278,33 @@ def annotate_report(item: pytest.Item, report: pytest.TestReport) -> None:
         # The body ended on an error the plugin caused or explained (a missing
         # recording, an API error): show the cause, not the SDK's traceback.
         report.longrepr = "\n".join(state.problems)
+    elif report.failed and state.problems:
+        _name_broken_calls(report, state.problems)
     if report.skipped and state.keep_files and isinstance(report.longrepr, tuple):
         # Point the skip at the test, not at this module.
         _, line, _ = item.location
         report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])
     report.seedrepro = summary_of(state, report)  # type: ignore[attr-defined]
+
+
+def _name_broken_calls(report: pytest.TestReport, problems: list[str]) -> None:
+    """Add the plugin's lines to a failure that does not show them yet.
+
+    The body ended on an error of its own (the app caught the SDK's error, then
+    tripped over the missing answer): its traceback stays, and the broken call
+    is named beside it, in a section of the report, which pytest-xdist carries
+    from the workers with the rest of the report.
+    """
+    shown = str(report.longrepr)
+    missing = [line for line in problems if line not in shown]
+    if not missing:
+        return  # the verdict's own failure: its message is these lines
+    text = "\n".join(missing)
+    addsection = getattr(report.longrepr, "addsection", None)  # pytest's exception reprs have it
+    if callable(addsection):
+        addsection("seedrepro: the test's broken call(s)", text)
+    else:
+        report.longrepr = f"{shown}\n{text}"
 
 
 def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
@@ -310,7 +335,21 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         "models": sorted({c.model for c in calls if c.model}),
         "verdict": _verdict_name(state, report),
         "divergence": state.divergence,
+        "model_changes": [
+            {"call": c.index, "old": c.old_model, "new": c.new_model} for c in state.model_changes
+        ],
+        # Recorded client errors (400, 404, 422): answers the app may have swallowed.
+        "client_errors": [
+            {"call": c.index, "status": c.status, "message": _first_line(c.output)}
+            for c in state.calls
+            if c.status is not None
+        ],
     }
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _verdict_name(state: TestState, report: pytest.TestReport) -> str:
