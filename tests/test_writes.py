@@ -166,13 +166,20 @@ def test_record_keeps_replayed_and_new_interactions_in_the_tests_order(suite: py
     assert recorded_prompts(suite) == ["zero", "one", "three", "one"]
 
 
+@pytest.mark.parametrize("mode", ["replay", "record"])
 def test_snapshot_update_removes_the_snapshot_of_a_test_that_no_longer_calls(
-    suite: pytest.Pytester,
+    suite: pytest.Pytester, mode: str
 ) -> None:
     suite.makepyfile(test_it=ONE_CALL)
     suite.runpytest(*RECORD).assert_outcomes(passed=1)
-    assert (suite.path / SNAPSHOT).exists()
+    before = files_of(suite.path)
     suite.makepyfile(test_it="def test_a(seeded_llm):\n    pass\n")
-    suite.runpytest("--snapshot-update", "-p", "no:cacheprovider").assert_outcomes(passed=1)
-    assert not (suite.path / SNAPSHOT).exists()
+    result = suite.runpytest("-p", "no:cacheprovider", f"--seedrepro-mode={mode}")
+    result.assert_outcomes(failed=1)  # the snapshot has a call the test no longer makes
+    assert files_of(suite.path) == before
+    result = suite.runpytest("--snapshot-update", "-p", "no:cacheprovider", f"--seedrepro-mode={mode}")
+    result.assert_outcomes(passed=1)
+    assert "calls: []" not in "".join(p.read_text() for p in suite.path.rglob("*.yaml"))
+    # Written together: record drops the recording the test no longer uses; replay writes none.
+    assert sorted(files_of(suite.path)) == ([CASSETTE] if mode == "replay" else [])
     suite.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
