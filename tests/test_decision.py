@@ -26,7 +26,8 @@ MODES = ("replay", "record", "rerecord", "live")
 #   case: (verdict, snapshot_identical(), the failing phase or None)
 CASES: dict[str, tuple[decision.Verdict, bool, str | None]] = {
     "identical": ("identical", True, None),
-    "identical, but the snapshot would change (another response model)": ("identical", False, None),
+    # Judged equal, but the file would change (another response model under the same fingerprint).
+    "identical, snapshot differs": ("identical", False, None),
     "regression": ("regression", True, None),
     "drift, skipped": ("drift-skip", True, None),
     "drift, warned": ("drift-warn", True, None),
@@ -36,7 +37,7 @@ CASES: dict[str, tuple[decision.Verdict, bool, str | None]] = {
     "no snapshot yet": ("new", True, None),
     "no calls": ("no-calls", True, None),
     "changed, under --snapshot-update": ("changed", True, None),
-    "not judged (no syrupy, the seed experiment)": ("unjudged", True, None),
+    "not judged": ("unjudged", True, None),  # syrupy's plugin is off, or the seed experiment ran
     "set-up failure": ("unjudged", True, "setup"),
     "body failure": ("unjudged", True, "body"),
     "tear-down failure": ("identical", True, "teardown"),
@@ -46,9 +47,7 @@ CASES: dict[str, tuple[decision.Verdict, bool, str | None]] = {
 #                                         no-upd  upd   no-upd      upd   no-upd      upd   no-upd        upd
 EXPECTED: dict[str, tuple[str, ...]] = {
     "identical": ("-", "S", "R", "RS", "R", "RS", "-", "S"),
-    "identical, but the snapshot would change (another response model)": (
-        "-", "S", "-", "RS", "-", "RS", "-", "S",
-    ),
+    "identical, snapshot differs": ("-", "S", "-", "RS", "-", "RS", "-", "S"),
     "regression": ("-", "S", "-:regression", "RS", "-:regression", "RS", "-:regression", "S"),
     "drift, skipped": ("-", "S", "-:drift-skipped", "RS", "-:drift-skipped", "RS", "-:drift-skipped", "S"),
     "drift, warned": ("-", "S", "-:drift-warned", "RS", "-:drift-warned", "RS", "-:drift-warned", "S"),
@@ -58,14 +57,16 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "no snapshot yet": ("-", "S", "R:new", "RS", "R:new", "RS", "-:new", "S"),
     "no calls": ("-", "S", "R", "RS", "R", "RS", "-", "S"),
     "changed, under --snapshot-update": ("-", "S", "-", "RS", "-", "RS", "-", "S"),
-    "not judged (no syrupy, the seed experiment)": ("-", "-", "R", "R", "R", "R", "-", "-"),
+    "not judged": ("-", "-", "R", "R", "R", "R", "-", "-"),
     "set-up failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
     "body failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
     "tear-down failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
 }
 
 TABLE = [
-    pytest.param(case, mode, update, EXPECTED[case][2 * MODES.index(mode) + update], id=f"{case}-{mode}-{update}")
+    pytest.param(
+        case, mode, update, EXPECTED[case][2 * MODES.index(mode) + update], id=f"{case}-{mode}-{update}"
+    )
     for case in CASES
     for mode in MODES
     for update in (False, True)

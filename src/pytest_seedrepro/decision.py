@@ -29,12 +29,12 @@ Mode = Literal["replay", "record", "rerecord", "live"]
 #:
 #: - ``identical``: judged, every call the same as the snapshot;
 #: - ``regression``: an output, a request or the number of calls differs under the same fingerprint;
-#: - ``drift-skip`` / ``drift-warn`` / ``drift-fail``: the output changed with the fingerprint, and the policy;
+#: - ``drift-skip`` / ``drift-warn`` / ``drift-fail``: the output changed with the fingerprint (the policy);
 #: - ``fingerprint-changed``: the fingerprint changed, every output is equal;
 #: - ``equivalent``: passed because ``pytest_seedrepro_compare`` called a different output equal;
 #: - ``new``: no snapshot yet;
 #: - ``no-calls``: the test made no call (and had no snapshot, or ``--snapshot-update`` is given);
-#: - ``changed``: under ``--snapshot-update``, which does not judge: this run's snapshot differs from the stored one;
+#: - ``changed``: under ``--snapshot-update``, which does not judge: this run's snapshot is another;
 #: - ``unjudged``: nothing judged the test: syrupy's plugin is off, the seed experiment
 #:   (``--seedrepro-repeat``) ran, or the verdict was never reached (the test failed first).
 Verdict = Literal[
@@ -84,7 +84,7 @@ class Writes:
 
     @property
     def keep_snapshot(self) -> bool:
-        """Keep the stored snapshot as it is (asserted back unchanged, so syrupy neither reports nor deletes it)."""
+        """Keep the stored snapshot: asserted back unchanged, syrupy neither reports nor deletes it."""
         return not self.write_snapshot
 
 

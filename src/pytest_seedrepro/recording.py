@@ -23,7 +23,14 @@ from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
 
-from pytest_seedrepro.calls import Call, canonical, from_threads, in_files_order, is_recorded_error, sse_payload
+from pytest_seedrepro.calls import (
+    Call,
+    canonical,
+    from_threads,
+    in_files_order,
+    is_recorded_error,
+    sse_payload,
+)
 from pytest_seedrepro.files import NotWritten, UnreadableFile, read_text, write_atomically, yaml_problem
 from pytest_seedrepro.options import record_command
 
@@ -135,11 +142,12 @@ class Recording:
         else:
             changed = len(used) != loaded or len(data) != loaded
         if changed:
-            self._pending = ({"requests": [p[0] for p in used], "responses": [p[1] for p in used]}, serializer)
+            interactions = {"requests": [p[0] for p in used], "responses": [p[1] for p in used]}
+            self._pending = (interactions, serializer)
 
     @property
     def has_changes(self) -> bool:
-        """Whether the file would change: interactions recorded now, or loaded ones the test no longer uses."""
+        """Whether the file would change: interactions recorded now, or loaded ones no longer used."""
         return self._pending is not None
 
     def write(self) -> None:

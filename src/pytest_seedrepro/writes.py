@@ -11,7 +11,7 @@ back unchanged, so syrupy neither reports it unused nor deletes it under
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -31,7 +31,7 @@ def finish(item: pytest.Item, teardown: pytest.TestReport) -> decision.Writes | 
     recording = state.recording
     assertion = state.snapshot
     writes = decision.decide(
-        mode=item.config.stash[RUN_STATE].settings.mode,
+        mode=cast(decision.Mode, item.config.stash[RUN_STATE].settings.mode),  # options.resolve checked it
         update=bool(assertion is not None and assertion.update_snapshots),
         verdict=state.verdict,
         setup_failed=state.outcomes.get("setup") != "passed",
