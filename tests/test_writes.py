@@ -183,3 +183,43 @@ def test_snapshot_update_removes_the_snapshot_of_a_test_that_no_longer_calls(
     # Written together: record drops the recording the test no longer uses; replay writes none.
     assert sorted(files_of(suite.path)) == ([CASSETTE] if mode == "replay" else [])
     suite.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+COUNT_RENDERS = """
+import pytest_seedrepro.snapshots as snapshots
+
+_real = snapshots.render
+rendered = []
+
+
+def _counting(nodeid, calls):
+    rendered.append(nodeid)
+    return _real(nodeid, calls)
+
+
+def pytest_configure(config):
+    snapshots.render = _counting
+
+
+def pytest_unconfigure(config):
+    snapshots.render = _real
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"snapshots rendered: {len(rendered)}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "renders"),
+    [("replay", 0), ("record", 0), ("rerecord", 1)],  # record replayed it all: its recording did not change
+)
+def test_a_passing_run_renders_its_snapshot_only_to_decide_whether_to_write_its_recording(
+    suite: pytest.Pytester, mode: str, renders: int
+) -> None:
+    suite.makepyfile(test_it=ONE_CALL)
+    suite.runpytest(*RECORD).assert_outcomes(passed=1)
+    suite.makeconftest(COUNT_RENDERS)
+    result = suite.runpytest(f"--seedrepro-mode={mode}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"snapshots rendered: {renders}"])
