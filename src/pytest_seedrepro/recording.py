@@ -2,8 +2,8 @@
 
 Everything the plugin knows about recordings lives here: where a test's
 cassette is, what of an exchange is kept (no secrets, no transient errors),
-how a missing recording is explained, and the rule that a recording is
-written only once the whole test is over and nothing failed.
+how a missing recording is explained, and that a recording holds what its
+test used, written only once the whole test is over and accepted.
 
 This module imports vcrpy, so only the fixture imports it.
 """
@@ -79,12 +79,12 @@ class Recording:
     """A test's cassette: vcrpy's persister, holding the save until the test is over.
 
     vcrpy saves a cassette when its context exits, in the fixture's tear-down,
-    before the test's other fixtures are torn down. Here that save is only
-    kept; :meth:`write` writes it once the whole test is known to have passed
-    (or been judged), and is never called for a test that failed, so the
-    previous recording stays byte for byte. Entries are put in the order of
-    the test's calls (issue order; by content for calls from threads), so
-    neither ``asyncio.gather`` nor thread timing reorders the file.
+    before the test's other fixtures are torn down. Here what the test used is
+    only kept (:meth:`keep_used`); :meth:`write` writes it once the whole test
+    is over and ``decision.decide`` accepted the run, and is never called
+    otherwise, so the previous recording stays byte for byte. Entries are put
+    in the order of the test's calls (issue order; by content for calls from
+    threads), so neither ``asyncio.gather`` nor thread timing reorders the file.
     """
 
     def __init__(self, path: Path, calls: list[Call], *, ignore_existing: bool) -> None:
@@ -121,6 +121,7 @@ class Recording:
     def save_cassette(
         self, cassette_path: str | Path, cassette_dict: dict[str, Any], serializer: Any
     ) -> None:
+        # vcrpy's own save, should anything call it; open_cassette hands over keep_used's instead.
         self._pending = (cassette_dict, serializer)
 
     # the end of the test ----------------------------------------------------------------------
