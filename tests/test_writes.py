@@ -48,7 +48,7 @@ def test_a_regression_in_rerecord_keeps_both_files_and_replay_still_passes(
     llm_server.variant = "regressed"  # the same fingerprint, another output
     result = suite.runpytest(*RERECORD)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*the output changed but the fingerprint did not*"])
+    result.stdout.fnmatch_lines(["*the output changed but the fingerprint did not*", "1 snapshot failed."])
     assert files_of(suite.path) == before
     llm_server.stop()
     suite.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
