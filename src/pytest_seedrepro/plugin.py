@@ -113,9 +113,9 @@ def pytest_runtest_makereport(
             from pytest_seedrepro import writes
 
             writes.keep_snapshot_of_unstarted(item)
-    elif report.when == "setup" and report.failed:
-        state.broken = True
-    elif report.when == "call":
+        return report
+    state.outcomes[report.when] = report.outcome  # what writes.finish decides from
+    if report.when == "call":
         from pytest_seedrepro import verdict
 
         verdict.annotate_report(item, report)

@@ -2,8 +2,8 @@
 
 Everything the plugin knows about recordings lives here: where a test's
 cassette is, what of an exchange is kept (no secrets, no transient errors),
-how a missing recording is explained, and the rule that a recording is
-written only once the whole test is over and nothing failed.
+how a missing recording is explained, and that a recording holds what its
+test used, written only once the whole test is over and accepted.
 
 This module imports vcrpy, so only the fixture imports it.
 """
@@ -25,8 +25,22 @@ from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.serialize import deserialize, serialize
 
-from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error, sse_payload
-from pytest_seedrepro.files import UnreadableFile, own_stem, read_text, write_atomically, yaml_problem
+from pytest_seedrepro.calls import (
+    Call,
+    canonical,
+    from_threads,
+    in_files_order,
+    is_recorded_error,
+    sse_payload,
+)
+from pytest_seedrepro.files import (
+    NotWritten,
+    UnreadableFile,
+    own_stem,
+    read_text,
+    write_atomically,
+    yaml_problem,
+)
 from pytest_seedrepro.options import record_command
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
@@ -122,12 +136,12 @@ class Recording:
     """A test's cassette: vcrpy's persister, holding the save until the test is over.
 
     vcrpy saves a cassette when its context exits, in the fixture's tear-down,
-    before the test's other fixtures are torn down. Here that save is only
-    kept; :meth:`write` writes it once the whole test is known to have passed
-    (or been judged), and is never called for a test that failed, so the
-    previous recording stays byte for byte. Entries are put in the order of
-    the test's calls (issue order; by content for calls from threads), so
-    neither ``asyncio.gather`` nor thread timing reorders the file.
+    before the test's other fixtures are torn down. Here what the test used is
+    only kept (:meth:`keep_used`); :meth:`write` writes it once the whole test
+    is over and ``decision.decide`` accepted the run, and is never called
+    otherwise, so the previous recording stays byte for byte. Entries are put
+    in the order of the test's calls (issue order; by content for calls from
+    threads), so neither ``asyncio.gather`` nor thread timing reorders the file.
     """
 
     def __init__(self, path: Path, calls: list[Call], *, ignore_existing: bool) -> None:
@@ -164,21 +178,51 @@ class Recording:
     def save_cassette(
         self, cassette_path: str | Path, cassette_dict: dict[str, Any], serializer: Any
     ) -> None:
+        # vcrpy's own save, should anything call it; open_cassette hands over keep_used's instead.
         self._pending = (cassette_dict, serializer)
 
     # the end of the test ----------------------------------------------------------------------
 
+    def keep_used(self, cassette: Any, loaded: int, serializer: Any) -> None:
+        """Hold what the test used: the loaded interactions it replayed and those recorded now, only.
+
+        Stands in for vcrpy's save, which keeps every loaded interaction (a
+        changed prompt's old answer would stay in ``record`` forever), and whose
+        ``drop_unused_requests`` drops an interaction recorded now whose request
+        matches a loaded one (a test that asks the same thing twice).
+        ``loaded``: how many of ``cassette.data`` came from the file.
+        """
+        data = cassette.data
+        used = [pair for index, pair in enumerate(data[:loaded]) if cassette.play_counts[index]]
+        used += data[loaded:]
+        if self.ignore_existing:
+            changed = bool(used) or self.path.exists()  # rerecord did not read the file: it may hold anything
+        else:
+            changed = len(used) != loaded or len(data) != loaded
+        if changed:
+            interactions = {"requests": [p[0] for p in used], "responses": [p[1] for p in used]}
+            self._pending = (interactions, serializer)
+
     @property
     def has_changes(self) -> bool:
-        """Whether vcrpy asked for the file to be written (new or re-recorded interactions)."""
+        """Whether the file would change: interactions recorded now, or loaded ones no longer used."""
         return self._pending is not None
 
     def write(self) -> None:
-        """Write what vcrpy saved, atomically; ``files.NotWritten`` names the file and the reason."""
+        """Write what the test used, atomically; ``files.NotWritten`` names the file and the reason.
+
+        A test that used nothing has no recording: the file is removed.
+        """
         if self._pending is None:
             return
         cassette_dict, serializer = self._pending
         self._pending = None
+        if not cassette_dict["requests"]:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise NotWritten(f"cannot remove the recording {self.path}: {exc.strerror or exc}") from None
+            return
         text = serialize(_in_files_order(cassette_dict, self.calls), serializer)
         write_atomically(self.path, text, what="the recording")
 
@@ -186,18 +230,34 @@ class Recording:
 def _in_files_order(cassette_dict: dict[str, Any], calls: list[Call]) -> dict[str, Any]:
     pairs = list(zip(cassette_dict["requests"], cassette_dict["responses"], strict=True))
     ordered = in_files_order(calls)
+    if from_threads(calls):
+        # Calls from threads may repeat one request, in any order: the answer
+        # decides which of them each recording stands beside.
+        pairs.sort(key=lambda pair: _response_text(pair[1]))
+    # Otherwise a request the test repeats was recorded (or replayed) in the
+    # order the test made it: each recording takes the next such call's place.
+    taken: set[int] = set()
 
     def position(pair: tuple[Any, Any]) -> tuple[int, str, str]:
         request, response = pair
         body = _json_or_none(request.body)
+        first = None
         for index, call in enumerate(ordered):
             if body == call.request and request.path.endswith(call.endpoint):
-                # Calls from threads may repeat one request: the answer breaks the tie.
-                return index, "", _response_text(response)
+                if index not in taken:
+                    taken.add(index)
+                    return index, "", _response_text(response)
+                first = index if first is None else first
+        if first is not None:
+            return first, "", _response_text(response)
         return len(ordered), canonical(body), _response_text(response)
 
-    pairs.sort(key=position)  # stable: identical requests keep their recorded order
-    return {**cassette_dict, "requests": [p[0] for p in pairs], "responses": [p[1] for p in pairs]}
+    placed = sorted(((position(pair), pair) for pair in pairs), key=lambda placed: placed[0])
+    return {
+        **cassette_dict,
+        "requests": [pair[0] for _, pair in placed],
+        "responses": [pair[1] for _, pair in placed],
+    }
 
 
 def _json_or_none(body: Any) -> Any:
@@ -493,13 +553,17 @@ def _patchers(builder: Any, group: str) -> list[Any]:
 @contextmanager
 def open_cassette(recording: Recording, mode: str) -> Iterator[Any]:
     """Load the test's cassette and route httpx traffic through it until the block ends."""
-    cassette = _LeanCassette.load(path=str(recording.path), persister=recording, **_cassette_options(mode))
+    options = _cassette_options(mode)
+    cassette = _LeanCassette.load(path=str(recording.path), persister=recording, **options)
+    loaded = len(cassette.data)  # all from the file, so far
     _RUNNING.enter(cassette)
     try:
         yield cassette
     finally:
         _RUNNING.leave()
-        cassette._save()  # vcrpy's own exit step; the Recording keeps it until the test is over
+        if mode != "replay":  # replay writes nothing: what it used does not matter
+            # In place of vcrpy's save; the Recording keeps it until the test is over.
+            recording.keep_used(cassette, loaded, options["serializer"])
 
 
 def missing_recording_error(exc: BaseException) -> CannotOverwriteExistingCassetteException | None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_seedrepro.calls import Call
+from pytest_seedrepro.decision import Verdict
 from pytest_seedrepro.markers import Pins
 from pytest_seedrepro.options import Settings
 
@@ -99,11 +100,10 @@ class TestState:
     #: One message per problem that fails the test even if the code under test
     #: swallowed the exception: a missing recording, an API error, a broken answer.
     problems: list[str] = field(default_factory=list)
-    #: Something failed (set-up, body, a call, tear-down): nothing of this test
-    #: is written, and its snapshot and recording stay byte for byte.
-    broken: bool = False
-    #: The verdict skipped the test for a fingerprint change: its files stay as they were.
-    keep_files: bool = False
+    #: What the verdict found (``decision.Verdict``); ``writes.finish`` decides from it what is written.
+    verdict: Verdict = "unjudged"
+    #: Each phase's report outcome by ``when`` ("setup", "call"), recorded as the reports are made.
+    outcomes: dict[str, str] = field(default_factory=dict)
     #: The cassette file of this test (None in ``live`` mode).
     cassette: Path | None = None
     #: The test's recording, saved at the very end if nothing failed (``recording.Recording``).
@@ -113,6 +113,8 @@ class TestState:
     #: What the verdict wants asserted against the snapshot once the test is over:
     #: the rendered calls (written under ``--snapshot-update``) or the stored text.
     snapshot_value: Any = None
+    #: This run's snapshot entries, kept to tell whether the snapshot would change only when that matters.
+    snapshot_entries: list[dict[str, Any]] | None = None
     #: Calls whose fingerprint differs from the snapshot's (``verdict.FingerprintChange``).
     fingerprint_changes: list[Any] = field(default_factory=list)
     #: Calls whose response model alone changed (``judgement.FingerprintChange``).
@@ -122,8 +124,6 @@ class TestState:
     raised: set[int] = field(default_factory=set)
     #: The body ended on an error whose cause is in ``problems``: the report shows those lines.
     explain: bool = False
-    #: The body ran to its end (or the verdict's judgement): the test's files may be written.
-    body_done: bool = False
     #: The first divergence from the snapshot, as data (``verdict._divergence_view``), for the reports.
     divergence: dict[str, Any] | None = None
     #: ``--seedrepro-repeat``: the figures of each repeated call (``repeat.RepeatFigures``).

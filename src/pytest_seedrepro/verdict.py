@@ -28,6 +28,7 @@ import pytest
 import pytest_seedrepro.snapshots as snapshots
 from pytest_seedrepro import judgement
 from pytest_seedrepro.calls import Call, from_threads, in_files_order, is_responses
+from pytest_seedrepro.decision import Verdict
 from pytest_seedrepro.files import UnreadableFile
 from pytest_seedrepro.judgement import FingerprintChange
 from pytest_seedrepro.options import POLICIES, refresh_command
@@ -133,13 +134,11 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
         state.settle()
     state.problems = problem_lines(item.nodeid, state.calls)
     if body_error is not None or state.problems:
-        # Nothing of a failed test is written, and its snapshot stays as it is.
-        state.broken = True
+        # Nothing of a failed test is written (its call phase fails), and its snapshot stays as it is.
         if body_error is None:
             pytest.fail("\n".join(state.problems), pytrace=False)
         state.explain = id(body_error) in state.raised and bool(state.problems)
         return
-    state.body_done = True
     if item.config.stash[RUN_STATE].settings.repeat > 1:
         _repeat_figures(item, state)  # the seed experiment: nothing is snapshotted or judged
         return
@@ -149,25 +148,32 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
     try:
         location, stored_text = snapshots.read_stored(assertion)
     except UnreadableFile as exc:
-        state.broken = True
         message = f"seedrepro: {item.nodeid}: {exc}"
     else:
         message = ""
     if message:
         pytest.fail(message, pytrace=False)
-    if not state.calls and stored_text is None:
-        return  # nothing to keep: no file is written for a test that made no call
+    if not state.calls and (stored_text is None or assertion.update_snapshots):
+        # No file for a test that made no call: under --snapshot-update its snapshot
+        # is left unused, and syrupy removes it.
+        state.verdict = "no-calls"
+        return
     ordered = in_files_order(state.calls)
     current = snapshots.number_ids(
         [snapshot_entry(item, call) for call in ordered],
         [i for call in ordered for i in call.tool_call_ids],
         [i for call in ordered for i in call.item_ids],
     )
+    state.snapshot_entries = current
     if assertion.update_snapshots:
         state.snapshot_value = snapshots.render(item.nodeid, current)  # syrupy writes it when it differs
+        if stored_text is None:
+            state.verdict = "new"
+        else:
+            state.verdict = "identical" if state.snapshot_value == stored_text else "changed"
         return
     if stored_text is None:
-        state.snapshot_value = snapshots.render(item.nodeid, current)  # syrupy counts it as missing
+        state.verdict = "new"
         pytest.fail(
             f"seedrepro: {item.nodeid}: no snapshot yet ({location}); run with --snapshot-update to write it",
             pytrace=False,
@@ -195,12 +201,15 @@ def _judge(
     ordered = in_files_order(state.calls)
 
     call_of = {id(entry): call for entry, call in zip(current, ordered, strict=True)}
+    equivalent: list[bool] = []  # a hook called a different output equal: the snapshot would change
 
     def same_output(old: dict[str, Any], new: dict[str, Any]) -> bool:
         call = call_of[id(new)]
 
         def same_text(expected: str, actual: str) -> bool:  # the compare hook, per choice
             verdict = item.ihook.pytest_seedrepro_compare(expected=expected, actual=actual, call=call)
+            if verdict is not None and bool(verdict) and expected != actual:
+                equivalent.append(True)
             return (expected == actual) if verdict is None else bool(verdict)
 
         return judgement.same_answers(old, new, same_text)
@@ -218,11 +227,10 @@ def _judge(
     if divergence is not None:
         state.divergence = _divergence_view(divergence, found.consequences)
     if divergence is None:
+        state.verdict = "fingerprint-changed" if found.noted else "equivalent" if equivalent else "identical"
         return
     if divergence.kind != "backend":
-        # syrupy counts it as a failed snapshot; nothing is written. Rendered only
-        # here: a passing test compares data, it never needs the text.
-        state.snapshot_value = snapshots.render(nodeid, current)
+        state.verdict = "regression"  # nothing is written; the snapshot is kept as it is
         # The mode in use: without it a `live` suite's command would replay, with no recording.
         mode = item.config.stash[RUN_STATE].settings.mode
         pytest.fail(
@@ -233,14 +241,17 @@ def _judge(
     change = divergence.change
     assert change is not None and divergence.position is not None
     change.outcome = _policy(item, state, change, ordered[divergence.position])
+    state.verdict = _DRIFTS[change.outcome]
     state.fingerprint_changes.append(change)
     message = _change_message(nodeid, change, found.consequences, item.config.stash[RUN_STATE].settings.mode)
     if change.outcome == "fail":
         pytest.fail(message, pytrace=False)
     if change.outcome == "skip":
-        state.keep_files = True
         pytest.skip(message)
     warnings.warn(SeedReproFingerprintWarning(message), stacklevel=1)
+
+
+_DRIFTS: dict[str, Verdict] = {"skip": "drift-skip", "warn": "drift-warn", "fail": "drift-fail"}
 
 
 def _divergence_view(divergence: judgement.Divergence, consequences: list[str]) -> dict[str, Any]:
@@ -280,7 +291,7 @@ def annotate_report(item: pytest.Item, report: pytest.TestReport) -> None:
         report.longrepr = "\n".join(state.problems)
     elif report.failed and state.problems:
         _name_broken_calls(report, state.problems)
-    if report.skipped and state.keep_files and isinstance(report.longrepr, tuple):
+    if report.skipped and state.verdict == "drift-skip" and isinstance(report.longrepr, tuple):
         # Point the skip at the test, not at this module.
         _, line, _ = item.location
         report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])

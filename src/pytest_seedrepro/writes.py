@@ -1,41 +1,80 @@
 """The end of a ``seeded_llm`` test: write its recording and snapshot, or keep both as they were.
 
-One rule, in one place: a test's files are written only once the whole test
-(set-up, body, verdict, tear-down) is over and nothing failed. A test that
-failed anywhere, or was skipped for a fingerprint change, keeps its recording
-and its snapshot byte for byte, also under ``--snapshot-update`` (syrupy is
-told the snapshot is in use, so it neither reports it unused nor deletes it).
+What is written is decided in one place, ``decision.decide``, on plain data:
+this module only gathers that data (the mode, ``--snapshot-update``, the
+verdict, each phase's outcome) once the whole test (set-up, body, verdict,
+tear-down) is over, and carries the answer out. A kept snapshot is asserted
+back unchanged, so syrupy neither reports it unused nor deletes it under
+``--snapshot-update``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, cast
 
 import pytest
 
+from pytest_seedrepro import decision
 from pytest_seedrepro.files import NotWritten, UnreadableFile
-from pytest_seedrepro.session import TEST_STATE
+from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 
 
-def finish(item: pytest.Item, teardown: pytest.TestReport) -> None:
-    """Called with the tear-down report, after every fixture of the test was torn down."""
+def finish(item: pytest.Item, teardown: pytest.TestReport) -> decision.Writes | None:
+    """Called with the tear-down report, after every fixture of the test was torn down.
+
+    Returns what was decided (None for a test without ``seeded_llm``).
+    """
     state = item.stash.get(TEST_STATE, None)
     if state is None:
-        return
-    intact = state.body_done and not state.broken and not state.keep_files and teardown.passed
-    if intact and state.recording is not None:
+        return None
+    recording = state.recording
+    assertion = state.snapshot
+    writes = decision.decide(
+        mode=cast(decision.Mode, item.config.stash[RUN_STATE].settings.mode),  # options.resolve checked it
+        update=bool(assertion is not None and assertion.update_snapshots),
+        verdict=state.verdict,
+        setup_failed=state.outcomes.get("setup") != "passed",
+        body_failed=decision.body_failed(state.outcomes.get("call"), state.verdict),
+        teardown_failed=not teardown.passed,
+        recording_changed=recording is not None and recording.has_changes,
+        snapshot_identical=lambda: _snapshot_identical(item, state),
+    )
+    if writes.write_recording:
         try:
-            state.recording.write()
+            recording.write()
         except NotWritten as exc:
-            intact = False
             teardown.outcome = "failed"
             teardown.longrepr = f"seedrepro: {item.nodeid}: {exc}"
-    if state.snapshot is None:
-        return
-    if intact and state.snapshot_value is not None:
-        state.snapshot == state.snapshot_value  # noqa: B015 - syrupy writes it under --snapshot-update
+            # Written together or not at all: the snapshot stays as it is.
+            writes = dataclasses.replace(writes, write_snapshot=False)
+    if assertion is None:
+        return writes
+    import pytest_seedrepro.snapshots as snapshots  # syrupy's plugin is loaded: costs nothing now
+
+    if writes.write_snapshot:
+        if state.snapshot_value is not None:
+            assertion == state.snapshot_value  # noqa: B015 - syrupy writes it under --snapshot-update
+        # else the test made no call: its snapshot is left unused, and --snapshot-update removes it
+    elif state.verdict == "regression" and not assertion.update_snapshots and state.snapshot_entries:
+        # syrupy counts it as a failed snapshot; without --snapshot-update it writes nothing
+        # (and --snapshot-update-new-only none that exists). Rendered only for a regression.
+        assertion == snapshots.render(item.nodeid, state.snapshot_entries)  # noqa: B015
+    elif isinstance(state.snapshot_value, snapshots.StoredText):
+        assertion == state.snapshot_value  # noqa: B015 - in use, rewrites nothing; already read
     else:
-        keep_snapshot(state.snapshot)
+        keep_snapshot(assertion)
+    return writes
+
+
+def _snapshot_identical(item: pytest.Item, state: TestState) -> bool:
+    """Whether the snapshot ``--snapshot-update`` would write is the stored one, byte for byte."""
+    import pytest_seedrepro.snapshots as snapshots
+
+    stored = state.snapshot_value
+    if state.snapshot_entries is None or not isinstance(stored, snapshots.StoredText):
+        return False
+    return snapshots.render(item.nodeid, state.snapshot_entries) == stored.text
 
 
 def keep_snapshot(assertion: Any) -> None:
