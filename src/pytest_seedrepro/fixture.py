@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -79,6 +82,7 @@ class SeededLLM:
             self._async_client = openai.AsyncOpenAI(
                 api_key=self._api_key, base_url=self._run.settings.base_url, http_client=http_client
             )
+            self._state.closers.append(functools.partial(close_async_client, self._async_client))
         return self._async_client
 
     def _chat_args(self, prompt: Prompt, params: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +161,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     """Pin, observe, record or replay every OpenAI call of one test."""
     item = request.node
     assert isinstance(item, pytest.Item)
+    started_before = set(threading.enumerate())
     run = request.config.stash[RUN_STATE]
     settings = run.settings
     state = TestState(pins=markers.Pins())
@@ -276,6 +281,8 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         state.settle = active.settle
         intercept.activate(active)
         stack.callback(intercept.activate, None)
+        # When the test ends, threads it left running may still call: those calls are refused.
+        stack.callback(intercept.watch_threads_left, started_before, item.nodeid, run.late_calls.append)
         yield SeededLLM(run, state, api_key)
 
 
@@ -321,6 +328,36 @@ def _error_message(exc: BaseException) -> str:
         if isinstance(error, dict) and error.get("message") is not None:
             return str(error["message"])
     return str(getattr(exc, "message", exc))
+
+
+#: Closes scheduled on a loop that was running at tear-down; kept so they are not collected unfinished.
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_async_client(client: openai.AsyncOpenAI) -> None:
+    """Close ``client`` from the fixture's synchronous tear-down, whatever became of the test's loop.
+
+    Its pool keeps no idle connection (keep-alive 0), so closing it needs no
+    loop of the test's: a fresh one does, without touching the thread's current
+    loop. When a loop runs in this thread (tear-down called from async code), the
+    close is scheduled on it instead, as no second loop may run in a thread.
+    """
+    if client.is_closed():
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        task = loop.create_task(client.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        return
+    fresh = asyncio.new_event_loop()
+    try:
+        fresh.run_until_complete(client.close())
+    finally:
+        fresh.close()
 
 
 def _close_all(state: TestState) -> None:

@@ -40,6 +40,8 @@ class RunState:
     #: that only calls ``complete()`` does not pay for building a client (~0.3 ms).
     _shared_clients: dict[tuple[str | None, ...], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: One line per API call a thread made after its ``seeded_llm`` test ended (refused, never sent).
+    late_calls: list[str] = field(default_factory=list)
 
     def ssl_context(self, client_class: type) -> Any:
         """The shared TLS context for ``client_class``'s httpx flavour (httpx or httpx2)."""
