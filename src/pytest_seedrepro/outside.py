@@ -22,7 +22,7 @@ import re
 from collections.abc import Generator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -116,8 +116,14 @@ def cover_fixture_setup(
     if intercept.is_active():
         # Asked for inside a running test (request.getfixturevalue): its calls are that test's.
         return (yield)
+    if not _defined_in_project(fixturedef, item.config):
+        return (yield)  # a plugin's fixture (pytest's, pytest-asyncio's...): its recording has no place
     run = item.config.stash[RUN_STATE]
     setup = _FixtureSetup(fixturedef, request, item, run)
+    try:
+        setup.pins = markers.resolve(request.node) if request.node is not None else markers.Pins()
+    except markers.MarkerError:
+        return (yield)  # the test's own set-up reports the marker, in its words
     started = setup.start()
     if started:
         _fail(fixturedef, started)
@@ -137,10 +143,17 @@ def cover_fixture_setup(
         if not problem:
             return result
     _fail(fixturedef, problem)
-    raise AssertionError("unreachable")  # pragma: no cover - _fail raised
 
 
-def _fail(fixturedef: Any, message: str | None) -> None:
+def _defined_in_project(fixturedef: Any, config: pytest.Config) -> bool:
+    try:
+        source = inspect.getsourcefile(inspect.unwrap(fixturedef.func))
+    except TypeError:  # a builtin or a C function: not the project's
+        return False
+    return source is not None and Path(source).resolve().is_relative_to(config.rootpath.resolve())
+
+
+def _fail(fixturedef: Any, message: str | None) -> NoReturn:
     """Fail the set-up in one line, and make every later test that asks for the fixture see the same."""
     try:
         pytest.fail(message or "", pytrace=False)
@@ -176,11 +189,6 @@ class _FixtureSetup:
         import pytest_seedrepro.intercept as intercept
 
         settings = self.run.settings
-        node = self.request.node
-        try:
-            self.pins = markers.resolve(node) if node is not None else markers.Pins()
-        except markers.MarkerError as exc:
-            return f"{self.who}: {exc}"
         env = self.stack.enter_context(pytest.MonkeyPatch.context())
         # Clients the fixture builds read these, as the test's do (see fixture.seeded_llm_for).
         from pytest_seedrepro.fixture import BASE_URL_VARIABLES, PLACEHOLDER_API_KEY
