@@ -272,3 +272,72 @@ def test_the_async_client_is_closed_when_the_test_never_used_it_on_a_loop(suite:
         """
     )
     suite.runpytest("--seedrepro-mode=live", "--snapshot-update", "-W", "error").assert_outcomes(passed=2)
+
+
+def test_a_fixture_that_swallows_an_api_error_fails_the_set_up_and_writes_no_recording(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makeconftest(
+        f"""
+        import openai
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def warm():
+            try:
+                with openai.OpenAI(base_url="{llm_server.base_url}", max_retries=0) as client:
+                    client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "warm up"}}])
+            except openai.APIError:
+                return "cold"  # the app carries on: the plugin must not
+            return "warm"
+        """
+    )
+    suite.makepyfile(
+        test_it="""
+        def test_first(warm, seeded_llm):
+            assert seeded_llm.complete("first")
+
+        def test_second(warm, seeded_llm):
+            assert seeded_llm.complete("second")
+        """
+    )
+    llm_server.fail_next(500)
+    result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update")
+    result.assert_outcomes(errors=2)  # the second test sees the same failed set-up
+    result.stdout.fnmatch_lines(
+        ["seedrepro: fixture 'warm' (set up for test_it.py::test_first): call 0: InternalServerError*"] * 2
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert files_of(suite.path) == {}
+
+
+def test_a_module_fixture_of_a_conftest_gets_a_recording_per_module(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makeconftest(
+        f"""
+        import openai
+        import pytest
+
+        @pytest.fixture(scope="module", params=["small", "large"])
+        def index(request):
+            with openai.OpenAI(base_url="{llm_server.base_url}") as client:
+                prompt = f"index {{request.module.__name__}} {{request.param}}"
+                answer = client.chat.completions.create(model="m", messages=[{{"role": "user", "content": prompt}}])
+            return answer.choices[0].message.content
+        """
+    )
+    test = "def test_it(index, seeded_llm):\n    assert index and seeded_llm.complete('q')\n"
+    suite.makepyfile(test_one=test, test_two=test)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=4)
+    recorded = files_of(suite.path)
+    assert sorted(name for name in recorded if "fixture-" in name) == sorted(
+        f"cassettes/conftest/fixture-index[{param}].test_{module}.py.yaml"
+        for module in ("one", "two")
+        for param in ("small", "large")
+    )
+    llm_server.requests.clear()
+    for module in ("test_two.py", "test_one.py"):
+        suite.runpytest(module).assert_outcomes(passed=2)
+    assert llm_server.requests == []
+    assert files_of(suite.path) == recorded
