@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import importlib
 import pkgutil
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 

@@ -68,10 +68,10 @@ _DRIFT_LINE = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from pytest_seedrepro import outside
-
     for item in items:
         if _uses_seeded_llm(item):
+            from pytest_seedrepro import outside
+
             outside.seeded_llm_first(item)
     if config.stash[RUN_STATE].settings.only_drifted:
         from pytest_seedrepro import drift
