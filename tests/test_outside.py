@@ -341,3 +341,62 @@ def test_a_module_fixture_of_a_conftest_gets_a_recording_per_module(
         suite.runpytest(module).assert_outcomes(passed=2)
     assert llm_server.requests == []
     assert files_of(suite.path) == recorded
+
+
+def test_an_async_module_fixture_is_recorded_and_replayed(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(
+        test_it=f"""
+        import openai
+        import pytest
+        import pytest_asyncio
+
+        @pytest_asyncio.fixture(scope="module", loop_scope="module")
+        async def index():
+            async with openai.AsyncOpenAI(base_url="{llm_server.base_url}") as client:
+                answer = await client.chat.completions.create(
+                    model="m", messages=[{{"role": "user", "content": "index"}}]
+                )
+            return answer.choices[0].message.content
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_it(index, seeded_llm):
+            assert index and await seeded_llm.acomplete("q")
+        """
+    )
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    recorded = files_of(suite.path)
+    assert "cassettes/test_it/fixture-index.yaml" in recorded
+    llm_server.requests.clear()
+    suite.runpytest().assert_outcomes(passed=1)
+    assert llm_server.requests == []
+    assert files_of(suite.path) == recorded
+
+
+def test_a_function_fixture_set_up_after_seeded_llm_may_still_set_the_api_key(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    suite.makepyfile(
+        test_it="""
+        import os
+        import pytest
+
+        @pytest.fixture(autouse=True)
+        def key(monkeypatch):
+            if os.environ.get("WITH_KEY"):
+                monkeypatch.setenv("OPENAI_API_KEY", "sk-set-by-a-fixture")
+
+        def test_it(seeded_llm):
+            assert seeded_llm.complete("q")
+        """
+    )
+    result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["seedrepro: test_it.py::test_it: --seedrepro-mode=record calls the API and needs*"]
+    )
+    assert files_of(suite.path) == {}
+    monkeypatch.setenv("WITH_KEY", "1")
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)

@@ -41,7 +41,7 @@ class SeededLLM:
     def __init__(self, run: RunState, state: TestState, api_key: str) -> None:
         self._run = run
         self._state = state
-        self._api_key = api_key
+        self._given_key = api_key
         self._client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
         #: The effective seed: the ``seed`` marker's, else the default seed.
@@ -50,6 +50,11 @@ class SeededLLM:
         self.params: dict[str, Any] = dict(state.pins.params)
         #: Calls made so far by this test, by any OpenAI client, in issue order.
         self.calls: list[Call] = state.calls
+
+    @property
+    def _api_key(self) -> str:
+        # None was set when the fixture was set up: a fixture set up after it did (see require_api_key).
+        return self._given_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
 
     @property
     def client(self) -> openai.OpenAI:
@@ -152,6 +157,13 @@ def _api_key_or_fail(mode: str, nodeid: str) -> str:
     )
 
 
+def require_api_key(item: pytest.Item) -> None:
+    """Once the test's set-up is over: fail it in one line if calling the API needs a key and none was set."""
+    state = item.stash.get(TEST_STATE, None)
+    if state is not None and state.needs_api_key:
+        _api_key_or_fail(item.config.stash[RUN_STATE].settings.mode, item.nodeid)
+
+
 def _fail(message: str) -> None:
     pytest.fail(message, pytrace=False)
 
@@ -183,7 +195,10 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     matrix_seed = getattr(request, "param", None)  # a seed matrix's parameter (plugin.pytest_generate_tests)
     if matrix_seed is not None:
         state.pins = dataclasses.replace(state.pins, seed=matrix_seed)
-    api_key = _api_key_or_fail(settings.mode, item.nodeid)
+    api_key = os.environ.get("OPENAI_API_KEY") or (PLACEHOLDER_API_KEY if settings.mode == "replay" else "")
+    # seeded_llm is set up before the test's other function fixtures, one of
+    # which may set the key: a missing one is reported once the set-up is over.
+    state.needs_api_key = not api_key
     from pytest_seedrepro import sdk
 
     try:
@@ -245,7 +260,8 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         stack.callback(_close_all, state)
         env = stack.enter_context(pytest.MonkeyPatch.context())
         # Clients the code under test builds read these from the environment.
-        env.setenv("OPENAI_API_KEY", api_key)
+        if api_key:
+            env.setenv("OPENAI_API_KEY", api_key)
         if settings.base_url:
             # OPENAI_BASE_URL for the openai SDK (and langchain, instructor,
             # pydantic-ai, openai-agents through it); OPENAI_API_BASE for the

@@ -97,9 +97,15 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         return (yield)
     item.config.stash[_SETTING_UP] = item
     try:
-        return (yield)
+        result = yield
     finally:
         del item.config.stash[_SETTING_UP]
+    state = item.stash.get(TEST_STATE, None)
+    if state is not None and state.needs_api_key:
+        from pytest_seedrepro.fixture import require_api_key
+
+        require_api_key(item)
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

@@ -130,6 +130,8 @@ class TestState:
     repeat_figures: list[Any] = field(default_factory=list)
     #: Parses the streams the code under test left unfinished (``intercept.ActiveTest.settle``).
     settle: Any = None
+    #: No OPENAI_API_KEY when ``seeded_llm`` was set up in a mode that calls the API: checked at set-up's end.
+    needs_api_key: bool = False
     #: Per-test HTTP clients to close when the test ends.
     closers: list[Any] = field(default_factory=list)
 
