@@ -105,6 +105,8 @@ def cover_fixture_setup(
     error, even one the fixture swallowed. Its recording is written only when
     the set-up succeeded.
     """
+    if not _defined_in_project(fixturedef, item.config):
+        return (yield)  # a plugin's fixture (pytest's, pytest-asyncio's...): its recording has no place
     from pytest_seedrepro import sdk
 
     try:
@@ -116,8 +118,6 @@ def cover_fixture_setup(
     if intercept.is_active():
         # Asked for inside a running test (request.getfixturevalue): its calls are that test's.
         return (yield)
-    if not _defined_in_project(fixturedef, item.config):
-        return (yield)  # a plugin's fixture (pytest's, pytest-asyncio's...): its recording has no place
     run = item.config.stash[RUN_STATE]
     setup = _FixtureSetup(fixturedef, request, item, run)
     try:
@@ -161,11 +161,13 @@ def _fail(fixturedef: Any, message: str | None) -> NoReturn:
         cached = getattr(fixturedef, "cached_result", None)
         if isinstance(cached, tuple) and len(cached) == 3:
             # pytest keeps the set-up's outcome for the fixture's scope: (value, key, error or None).
-            error = cached[2]
-            stored = (
-                (failure, failure.__traceback__) if isinstance(error, tuple) or error is None else failure
+            # The error is (exception, traceback) from pytest 8.3 on, the exception alone before.
+            modern = tuple(pytest.version_tuple[:2]) >= (8, 3)
+            fixturedef.cached_result = (
+                None,
+                cached[1],
+                (failure, failure.__traceback__) if modern else failure,
             )
-            fixturedef.cached_result = (None, cached[1], stored)
         raise
 
 
