@@ -213,9 +213,10 @@ def test_a_cancelled_async_stream_is_unfinished_never_stored(
 ) -> None:
     suite.makepyfile(test_it=CANCELLED)
     llm_server.stall_next_stream(after_chunks=2, seconds=30)
-    result = suite.runpytest(f"--seedrepro-mode={mode}", "--snapshot-update")
+    result = suite.runpytest(f"--seedrepro-mode={mode}", "--snapshot-update", "-W", "error")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*seedrepro: test_it.py::test_gives_up: call 0: *cancelled*"])
+    assert "Unraisable" not in result.stdout.str()
     assert files_of(suite.path) == {}
 
 
