@@ -53,7 +53,7 @@ class SeededLLM:
 
     @property
     def _api_key(self) -> str:
-        # None was set when the fixture was set up: a fixture set up after it did (see require_api_key).
+        # Empty when no key was set at the fixture's set-up: a fixture set up after it may set one.
         return self._given_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
 
     @property
