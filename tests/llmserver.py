@@ -761,6 +761,7 @@ class LLMServer:
         self._failures: collections.deque[_Failure] = collections.deque()
         self._hangs: collections.deque[float] = collections.deque()
         self._cuts: collections.deque[int] = collections.deque()
+        self._stalls: collections.deque[tuple[int, float]] = collections.deque()
         self._raw: collections.deque[_RawAnswer] = collections.deque()
         self._set_default_knobs()
 
@@ -884,6 +885,14 @@ class LLMServer:
         with self._lock:
             self._cuts.extend([after_chunks] * count)
 
+    def stall_next_stream(self, after_chunks: int, seconds: float, count: int = 1) -> None:
+        """The next ``count`` streamed answers pause ``seconds`` after ``after_chunks`` events (woken by stop()).
+
+        For a client that gives up on a slow stream (``asyncio.wait_for`` around reading it).
+        """
+        with self._lock:
+            self._stalls.extend([(after_chunks, seconds)] * count)
+
     def serve_next_raw(
         self, body: bytes | str, *, status: int = 200, content_type: str = "application/json", count: int = 1
     ) -> None:
@@ -905,6 +914,7 @@ class LLMServer:
             self._failures.clear()
             self._hangs.clear()
             self._cuts.clear()
+            self._stalls.clear()
             self._set_default_knobs()
 
     def expected_text(
@@ -1533,6 +1543,7 @@ class LLMServer:
         """
         with self._lock:
             cut_after = self._cuts.popleft() if self._cuts else None
+            stall = self._stalls.popleft() if self._stalls else None
         headers = {
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
@@ -1543,6 +1554,10 @@ class LLMServer:
         for index, event in enumerate(events):
             if index == cut_at:
                 raise _AbortConnection
+            if stall is not None and index == stall[0]:
+                handler.wfile.flush()
+                if self._stopping.wait(stall[1]):
+                    raise _AbortConnection  # stop() woke us: a stopped server answers nothing
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         handler.wfile.write(b"0\r\n\r\n")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -38,7 +41,7 @@ class SeededLLM:
     def __init__(self, run: RunState, state: TestState, api_key: str) -> None:
         self._run = run
         self._state = state
-        self._api_key = api_key
+        self._given_key = api_key
         self._client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
         #: The effective seed: the ``seed`` marker's, else the default seed.
@@ -47,6 +50,11 @@ class SeededLLM:
         self.params: dict[str, Any] = dict(state.pins.params)
         #: Calls made so far by this test, by any OpenAI client, in issue order.
         self.calls: list[Call] = state.calls
+
+    @property
+    def _api_key(self) -> str:
+        # Empty when no key was set at the fixture's set-up: a fixture set up after it may set one.
+        return self._given_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
 
     @property
     def client(self) -> openai.OpenAI:
@@ -79,6 +87,7 @@ class SeededLLM:
             self._async_client = openai.AsyncOpenAI(
                 api_key=self._api_key, base_url=self._run.settings.base_url, http_client=http_client
             )
+            self._state.closers.append(functools.partial(close_async_client, self._async_client))
         return self._async_client
 
     def _chat_args(self, prompt: Prompt, params: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +157,13 @@ def _api_key_or_fail(mode: str, nodeid: str) -> str:
     )
 
 
+def require_api_key(item: pytest.Item) -> None:
+    """Once the test's set-up is over: fail it in one line if calling the API needs a key and none was set."""
+    state = item.stash.get(TEST_STATE, None)
+    if state is not None and state.needs_api_key:
+        _api_key_or_fail(item.config.stash[RUN_STATE].settings.mode, item.nodeid)
+
+
 def _fail(message: str) -> None:
     pytest.fail(message, pytrace=False)
 
@@ -157,6 +173,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     """Pin, observe, record or replay every OpenAI call of one test."""
     item = request.node
     assert isinstance(item, pytest.Item)
+    started_before = set(threading.enumerate())
     run = request.config.stash[RUN_STATE]
     settings = run.settings
     state = TestState(pins=markers.Pins())
@@ -178,7 +195,10 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     matrix_seed = getattr(request, "param", None)  # a seed matrix's parameter (plugin.pytest_generate_tests)
     if matrix_seed is not None:
         state.pins = dataclasses.replace(state.pins, seed=matrix_seed)
-    api_key = _api_key_or_fail(settings.mode, item.nodeid)
+    api_key = os.environ.get("OPENAI_API_KEY") or (PLACEHOLDER_API_KEY if settings.mode == "replay" else "")
+    # seeded_llm is set up before the test's other function fixtures, one of
+    # which may set the key: a missing one is reported once the set-up is over.
+    state.needs_api_key = not api_key
     from pytest_seedrepro import sdk
 
     try:
@@ -240,7 +260,8 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         stack.callback(_close_all, state)
         env = stack.enter_context(pytest.MonkeyPatch.context())
         # Clients the code under test builds read these from the environment.
-        env.setenv("OPENAI_API_KEY", api_key)
+        if api_key:
+            env.setenv("OPENAI_API_KEY", api_key)
         if settings.base_url:
             # OPENAI_BASE_URL for the openai SDK (and langchain, instructor,
             # pydantic-ai, openai-agents through it); OPENAI_API_BASE for the
@@ -276,6 +297,8 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         state.settle = active.settle
         intercept.activate(active)
         stack.callback(intercept.activate, None)
+        # When the test ends, threads it left running may still call: those calls are refused.
+        stack.callback(intercept.watch_threads_left, started_before, item.nodeid, run.late_calls.append)
         yield SeededLLM(run, state, api_key)
 
 
@@ -321,6 +344,36 @@ def _error_message(exc: BaseException) -> str:
         if isinstance(error, dict) and error.get("message") is not None:
             return str(error["message"])
     return str(getattr(exc, "message", exc))
+
+
+#: Closes scheduled on a loop that was running at tear-down; kept so they are not collected unfinished.
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_async_client(client: openai.AsyncOpenAI) -> None:
+    """Close ``client`` from the fixture's synchronous tear-down, whatever became of the test's loop.
+
+    Its pool keeps no idle connection (keep-alive 0), so closing it needs no
+    loop of the test's: a fresh one does, without touching the thread's current
+    loop. When a loop runs in this thread (tear-down called from async code), the
+    close is scheduled on it instead, as no second loop may run in a thread.
+    """
+    if client.is_closed():
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        task = loop.create_task(client.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        return
+    fresh = asyncio.new_event_loop()
+    try:
+        fresh.run_until_complete(client.close())
+    finally:
+        fresh.close()
 
 
 def _close_all(state: TestState) -> None:

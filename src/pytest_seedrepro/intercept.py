@@ -18,10 +18,12 @@ This module imports openai, so only the fixture imports it.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import threading
 import uuid
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -152,6 +154,51 @@ def note_replayed() -> None:
         call.replayed = True
 
 
+#: What the plugin says of a stream or call that ``asyncio`` cancelled before its answer was whole.
+CANCELLED = (
+    "cancelled before its answer was whole (asyncio.CancelledError: a wait_for or a task's timeout): "
+    "an unfinished answer is never recorded nor snapshotted; let it finish, or give the call a longer timeout"
+)
+
+
+class CallAfterTest(RuntimeError):
+    """An API call from a thread of a ``seeded_llm`` test once that test was over: never sent."""
+
+
+#: Threads a ``seeded_llm`` test started and left running, with the test's node id and where to report
+#: a call they make once it is over. Weak: a thread that ends drops out.
+_late_threads: weakref.WeakKeyDictionary[threading.Thread, tuple[str, Callable[[str], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def watch_threads_left(
+    started_before: set[threading.Thread], nodeid: str, report: Callable[[str], None]
+) -> None:
+    """Note the threads alive now that were not before the test began: a call they make later is refused.
+
+    Called when the test ends. A thread that was alive before the test (a pool
+    thread another test started) is not this test's, so it is never blamed.
+    """
+    for thread in threading.enumerate():
+        if thread not in started_before and thread.is_alive():
+            _late_threads[thread] = (nodeid, report)
+
+
+def _refuse_late_call(options: FinalRequestOptions) -> None:
+    """Raise for a call from a thread a finished test left running (no test is active)."""
+    owner = _late_threads.get(threading.current_thread())
+    if owner is None:
+        return
+    nodeid, report = owner
+    line = (
+        f"seedrepro: a thread started by {nodeid} called {str(options.method).upper()} {options.url} "
+        "after the test ended"
+    )
+    report(line)
+    raise CallAfterTest(f"{line}: nothing was sent; wait for the thread before the test returns")
+
+
 #: The running test, or None between tests. A module global on purpose: the SDK
 #: code that reaches the patches has no path back to pytest's config or stash.
 _active: ActiveTest | None = None
@@ -162,6 +209,11 @@ def activate(test: ActiveTest | None) -> None:
     """Route SDK traffic to ``test`` (or stop, with ``None``)."""
     global _active
     _active = test
+
+
+def is_active() -> bool:
+    """Whether a test (or a fixture of one) is routing SDK traffic now."""
+    return _active is not None
 
 
 def install() -> None:
@@ -176,6 +228,8 @@ def install() -> None:
     def request(self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any) -> Any:
         test = _active
         if test is None:
+            if _late_threads:
+                _refuse_late_call(options)
             return sync_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
@@ -206,6 +260,8 @@ def install() -> None:
     ) -> Any:
         test = _active
         if test is None:
+            if _late_threads:
+                _refuse_late_call(options)
             return await async_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
@@ -217,6 +273,12 @@ def install() -> None:
             if replacement is None:
                 raise
             raise replacement from None
+        except asyncio.CancelledError:
+            # Cancelled while the answer was on its way (when recording, vcrpy reads
+            # a whole stream here): no answer, and nothing of it is recorded.
+            if call is not None:
+                call.error = call.error or CANCELLED
+            raise
         finally:
             _current.reset(token)
         for number in range(2, 2 + test.repeats_due(call)):
@@ -295,6 +357,11 @@ class _StreamSink:
         self.call.error = f"the stream broke off: {type(exc).__name__}: {exc}"
         self.finish(ended=False)
 
+    def cancel(self) -> None:
+        """The stream was cancelled while waiting for more: unfinished, unlike a consumer that closed it."""
+        self.call.error = self.call.error or f"the stream was {CANCELLED}"
+        self.finish(ended=False)
+
     def finish(self, *, ended: bool) -> None:
         """Parse what arrived; ``ended`` says the server's byte stream ran to its end.
 
@@ -346,6 +413,12 @@ def _tee_class(base: type, is_async: bool) -> type:
                     yield part
             except Exception as exc:
                 self._sink.fail(exc)
+                raise
+            except asyncio.CancelledError:
+                # A BaseException: a consumer that gives up (wait_for) did not read
+                # the answer to its end. Closing early (aclose) raises GeneratorExit
+                # at the yield instead, and stays what it read.
+                self._sink.cancel()
                 raise
             self._sink.finish(ended=True)
 

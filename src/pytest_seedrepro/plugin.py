@@ -69,6 +69,11 @@ _DRIFT_LINE = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_seeded_llm(item):
+            from pytest_seedrepro import outside
+
+            outside.seeded_llm_first(item)
     if config.stash[RUN_STATE].settings.only_drifted:
         from pytest_seedrepro import drift
 
@@ -81,6 +86,39 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
 
 def _uses_seeded_llm(item: pytest.Item) -> bool:
     return "seeded_llm" in getattr(item, "fixturenames", ())
+
+
+#: The item whose set-up is running, if it uses ``seeded_llm``: its higher-scoped fixtures are covered.
+_SETTING_UP = pytest.StashKey[pytest.Item]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    if not _uses_seeded_llm(item):
+        return (yield)
+    item.config.stash[_SETTING_UP] = item
+    try:
+        result = yield
+    finally:
+        del item.config.stash[_SETTING_UP]
+    state = item.stash.get(TEST_STATE, None)
+    if state is not None and state.needs_api_key:
+        from pytest_seedrepro.fixture import require_api_key
+
+        require_api_key(item)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    item = request.config.stash.get(_SETTING_UP, None)
+    if item is None or fixturedef.scope == "function":
+        return (yield)
+    from pytest_seedrepro import outside
+
+    return (yield from outside.cover_fixture_setup(fixturedef, request, item))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -128,6 +166,25 @@ def pytest_runtest_makereport(
         # ends, for the garbage collector to walk again and again.
         del item.stash[TEST_STATE]
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    from pytest_seedrepro import outside
+
+    outside.report_late_calls(config, terminalreporter)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from pytest_seedrepro import outside
+
+    outside.finish_session(session)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:  # pytest-xdist's, on the controller
+    from pytest_seedrepro import outside
+
+    outside.collect_worker_lines(node.config, node)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

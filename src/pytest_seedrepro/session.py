@@ -41,6 +41,8 @@ class RunState:
     #: that only calls ``complete()`` does not pay for building a client (~0.3 ms).
     _shared_clients: dict[tuple[str | None, ...], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: One line per API call a thread made after its ``seeded_llm`` test ended (refused, never sent).
+    late_calls: list[str] = field(default_factory=list)
 
     def ssl_context(self, client_class: type) -> Any:
         """The shared TLS context for ``client_class``'s httpx flavour (httpx or httpx2)."""
@@ -130,6 +132,8 @@ class TestState:
     repeat_figures: list[Any] = field(default_factory=list)
     #: Parses the streams the code under test left unfinished (``intercept.ActiveTest.settle``).
     settle: Any = None
+    #: No OPENAI_API_KEY when ``seeded_llm`` was set up in a mode that calls the API: checked at set-up's end.
+    needs_api_key: bool = False
     #: Per-test HTTP clients to close when the test ends.
     closers: list[Any] = field(default_factory=list)
 
