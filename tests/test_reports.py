@@ -142,6 +142,29 @@ def test_a_broken_answer_the_app_tripped_over_is_named_in_its_failure(
     assert "INTERNALERROR" not in result.stdout.str()
 
 
+@pytest.mark.parametrize("kind", ["html-page", "error-object"])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_complete_on_a_broken_answer_fails_in_one_line_without_a_traceback_from_the_plugin(
+    suite: pytest.Pytester, llm_server: LLMServer, kind: str, flavour: str
+) -> None:
+    body = (
+        "import pytest\n\n@pytest.mark.asyncio\nasync def test_a(seeded_llm):\n"
+        "    await seeded_llm.acomplete('hello')\n"
+        if flavour == "async"
+        else "def test_a(seeded_llm):\n    seeded_llm.complete('hello')\n"
+    )
+    suite.makepyfile(test_it=body)
+    if kind == "html-page":
+        llm_server.serve_next_raw("<html><body>Sign in to the wifi</body></html>", content_type="text/html")
+    else:
+        llm_server.serve_next_raw('{"error": {"message": "quota exceeded", "type": "insufficient_quota"}}')
+    result = suite.runpytest(LIVE)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["seedrepro: test_it.py::test_a: call 0: the answer *"])
+    output = result.stdout.str()
+    assert "fixture.py" not in output and "AttributeError" not in output and "TypeError" not in output
+
+
 def test_an_app_error_without_a_broken_call_gets_no_seedrepro_section(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_it="def test_a(seeded_llm):\n    assert not seeded_llm.complete('x'), 'app bug'\n")
     result = suite.runpytest(LIVE)

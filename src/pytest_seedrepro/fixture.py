@@ -35,11 +35,16 @@ Prompt = str | Sequence[dict[str, Any]]
 BASE_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 
 
+class BrokenAnswer(Exception):
+    """``complete()`` got an answer that is not a chat completion; the message names the call."""
+
+
 class SeededLLM:
     """What a test gets from ``seeded_llm``: pinned clients, a shortcut, and the calls made."""
 
-    def __init__(self, run: RunState, state: TestState, api_key: str) -> None:
+    def __init__(self, run: RunState, state: TestState, api_key: str, nodeid: str = "") -> None:
         self._run = run
+        self._nodeid = nodeid
         self._state = state
         self._given_key = api_key
         self._client: openai.OpenAI | None = None
@@ -107,8 +112,7 @@ class SeededLLM:
                 (chunk.choices[0].delta.content or "") if chunk.choices else ""
                 for chunk in client.chat.completions.create(**args)
             )
-        response = client.chat.completions.create(**args)
-        return response.choices[0].message.content or ""
+        return self._text_of(client.chat.completions.create(**args))
 
     async def acomplete(self, prompt: Prompt, **params: Any) -> str:
         """:meth:`complete` through :attr:`async_client`."""
@@ -119,8 +123,19 @@ class SeededLLM:
                 if chunk.choices:
                     parts.append(chunk.choices[0].delta.content or "")
             return "".join(parts)
-        response = await self.async_client.chat.completions.create(**args)
-        return response.choices[0].message.content or ""
+        return self._text_of(await self.async_client.chat.completions.create(**args))
+
+    def _text_of(self, response: Any) -> str:
+        """The answer's text; a 200 that is no completion (an HTML page, an error object) is one line."""
+        try:
+            return response.choices[0].message.content or ""
+        except (AttributeError, IndexError, TypeError):
+            pass
+        causes = [f"call {call.index}: {call.error}" for call in self.calls if call.error]
+        cause = causes[-1] if causes else f"the answer is not a chat completion ({type(response).__name__})"
+        error = BrokenAnswer(f"seedrepro: {self._nodeid}: complete(): {cause}")
+        self._state.raised.add(id(error))  # the report shows the plugin's line, not this frame
+        raise error
 
     def __repr__(self) -> str:
         return f"<SeededLLM seed={self.seed} params={self.params!r} calls={len(self.calls)}>"
@@ -299,7 +314,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         stack.callback(intercept.activate, None)
         # When the test ends, threads it left running may still call: those calls are refused.
         stack.callback(intercept.watch_threads_left, started_before, item.nodeid, run.late_calls.append)
-        yield SeededLLM(run, state, api_key)
+        yield SeededLLM(run, state, api_key, item.nodeid)
 
 
 def _describe_error(exc: BaseException) -> str:
