@@ -224,11 +224,11 @@ TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
 def test_tool_loop(seeded_llm):
     client = seeded_llm.client
     for stream in (False, True):
-        messages = [{"role": "user", "content": f"Where is order 1042? stream={stream}"},
-                    # An id the app wrote itself is what the test asked: it stays as it is.
-                    {"role": "assistant", "tool_calls": [{"id": "call_mine", "type": "function",
+        # An id the app wrote itself is what the test asked: it stays as it is.
+        messages = [{"role": "assistant", "tool_calls": [{"id": "call_mine", "type": "function",
                         "function": {"name": "lookup", "arguments": "{}"}}]},
-                    {"role": "tool", "tool_call_id": "call_mine", "content": "unknown"}]
+                    {"role": "tool", "tool_call_id": "call_mine", "content": "unknown"},
+                    {"role": "user", "content": f"Where is order 1042? stream={stream}"}]
         if stream:
             chunks = list(client.chat.completions.create(model="m", messages=messages, tools=TOOLS, stream=True))
             ids = [t.id for c in chunks for t in (c.choices[0].delta.tool_calls or []) if c.choices and t.id]
