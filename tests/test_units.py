@@ -850,7 +850,9 @@ def _compact(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _chat_answer(answer_id: str, tool_ids: tuple[str, ...] = (), text: str = "Order 1042, ref call_Zq9") -> bytes:
+def _chat_answer(
+    answer_id: str, tool_ids: tuple[str, ...] = (), text: str = "Order 1042, ref call_Zq9"
+) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_ids:
         message["tool_calls"] = [
@@ -881,7 +883,7 @@ def _tool_loop(first: str, call: str, second: str) -> list[tuple[str, Any, Any]]
             *example,
             user,
             {"role": "assistant", "tool_calls": [{"id": call, "type": "function", "function": {}}]},
-            {"role": "tool", "tool_call_id": call, "content": f"{call} shipped"},
+            {"role": "tool", "tool_call_id": call, "content": "call_Zq9 shipped"},  # text, not an id
         ],
     }
     return [
@@ -918,9 +920,13 @@ def test_stable_ids_number_a_tool_loop_in_requests_and_responses() -> None:
 def test_stable_ids_are_idempotent() -> None:
     once = stable_ids(_tool_loop("chatcmpl-A1", "call_Zq9", "chatcmpl-B2"), NODE)
     paths = [CHAT, CHAT]
-    twice = stable_ids([(p, request, response) for p, (request, response) in zip(paths, once)], NODE)
+    twice = stable_ids(
+        [(p, request, response) for p, (request, response) in zip(paths, once, strict=True)], NODE
+    )
     assert twice == once
-    assert all(a is b for pair, again in zip(once, twice) for a, b in zip(pair, again))  # nothing rewritten
+    assert all(
+        a is b for pair, again in zip(once, twice, strict=True) for a, b in zip(pair, again, strict=True)
+    )  # nothing rewritten
 
 
 def test_stable_ids_number_a_responses_conversation() -> None:
@@ -960,7 +966,11 @@ def test_stable_ids_number_a_responses_conversation() -> None:
     sent = json.loads(request)
     assert sent["previous_response_id"] == second_data["previous_response_id"] == f"resp_{TEST}-1"
     assert sent["input"][0] == first_data["output"][0]
-    assert sent["input"][1] == {"type": "function_call_output", "call_id": f"call_{TEST}-3", "output": "resp_X"}
+    assert sent["input"][1] == {
+        "type": "function_call_output",
+        "call_id": f"call_{TEST}-3",
+        "output": "resp_X",
+    }
     assert sent["input"][2]["id"] == f"fc_{TEST}-2"
     assert sent["input"][3] == passed_back["input"][3]
     assert second_data["id"] == f"resp_{TEST}-4"
@@ -1004,7 +1014,9 @@ def test_stable_ids_in_streams() -> None:
         f"event: {e['type']}" for e in events
     ]
     assert out[0]["response"]["id"] == out[3]["response"]["id"] == f"resp_{TEST}-3"
-    assert out[1]["item"]["id"] == out[2]["item_id"] == out[3]["response"]["output"][0]["id"] == f"msg_{TEST}-4"
+    assert (
+        out[1]["item"]["id"] == out[2]["item_id"] == out[3]["response"]["output"][0]["id"] == f"msg_{TEST}-4"
+    )
     assert out[2]["delta"] == "msg_Q"
     assert out[0]["response"]["created_at"] == 0
 
@@ -1022,7 +1034,11 @@ def test_stable_ids_leave_uploads_and_other_endpoints_alone() -> None:
         ("/v1/chat/completions", b"not json", b"\xff\xfe not text"),
     ]
     numbered = stable_ids(exchanges, NODE)
-    assert all(a is b for (_, *pair), new in zip(exchanges, numbered) for a, b in zip(pair, new))
+    assert all(
+        a is b
+        for (_, *pair), new in zip(exchanges, numbered, strict=True)
+        for a, b in zip(pair, new, strict=True)
+    )
 
 
 def test_stable_ids_never_number_an_empty_id_and_give_each_answer_its_own() -> None:

@@ -13,4 +13,3 @@ def files_of(root: Path) -> dict[str, bytes]:
         for p in sorted((root / directory).rglob("*"))
         if p.is_file()
     }
-

@@ -10,6 +10,7 @@ This module imports vcrpy, so only the fixture imports it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -27,6 +28,7 @@ from vcr.serialize import deserialize, serialize
 
 from pytest_seedrepro.calls import Call, canonical, in_files_order, is_recorded_error, sse_payload
 from pytest_seedrepro.files import UnreadableFile, own_stem, read_text, write_atomically, yaml_problem
+from pytest_seedrepro.ids import stable_ids
 from pytest_seedrepro.options import record_command
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
@@ -130,10 +132,12 @@ class Recording:
     neither ``asyncio.gather`` nor thread timing reorders the file.
     """
 
-    def __init__(self, path: Path, calls: list[Call], *, ignore_existing: bool) -> None:
+    def __init__(self, path: Path, calls: list[Call], *, ignore_existing: bool, nodeid: str = "") -> None:
         self.path = path
         self.calls = calls
         self.ignore_existing = ignore_existing
+        #: The test's node id, from which the ids stored for the server's are derived.
+        self.nodeid = nodeid
         self._pending: tuple[dict[str, Any], Any] | None = None
 
     # vcrpy's persister interface --------------------------------------------------------------
@@ -179,7 +183,9 @@ class Recording:
             return
         cassette_dict, serializer = self._pending
         self._pending = None
-        text = serialize(_in_files_order(cassette_dict, self.calls), serializer)
+        text = serialize(
+            _with_stable_ids(_in_files_order(cassette_dict, self.calls), self.nodeid), serializer
+        )
         write_atomically(self.path, text, what="the recording")
 
 
@@ -198,6 +204,42 @@ def _in_files_order(cassette_dict: dict[str, Any], calls: list[Call]) -> dict[st
 
     pairs.sort(key=position)  # stable: identical requests keep their recorded order
     return {**cassette_dict, "requests": [p[0] for p in pairs], "responses": [p[1] for p in pairs]}
+
+
+def _with_stable_ids(cassette_dict: dict[str, Any], nodeid: str) -> dict[str, Any]:
+    """The cassette with the server's ids numbered for the test (``ids.stable_ids``), in file order.
+
+    Servers hand out new ids on every answer: stored as they came, every
+    re-recording and every xdist run would rewrite the file. Requests and
+    responses that change are copies; vcrpy's own objects stay as they were.
+    """
+    requests, responses = cassette_dict["requests"], cassette_dict["responses"]
+    bodies = [request.body for request in requests]
+    answers = [_body_string(response) for response in responses]
+    numbered = stable_ids(
+        [
+            (request.path, body, answer)
+            for request, body, answer in zip(requests, bodies, answers, strict=True)
+        ],
+        nodeid,
+    )
+    stored_requests, stored_responses = [], []
+    for request, response, body, answer, (new_body, new_answer) in zip(
+        requests, responses, bodies, answers, numbered, strict=True
+    ):
+        if new_body is not body:
+            request = copy.copy(request)
+            request.body = new_body
+        if new_answer is not answer:
+            response = {**response, "body": {**response["body"], "string": new_answer}}
+        stored_requests.append(request)
+        stored_responses.append(response)
+    return {**cassette_dict, "requests": stored_requests, "responses": stored_responses}
+
+
+def _body_string(response: dict[str, Any]) -> Any:
+    body = response.get("body")
+    return body.get("string") if isinstance(body, dict) else None
 
 
 def _json_or_none(body: Any) -> Any:
