@@ -894,7 +894,7 @@ def _tool_loop(first: str, call: str, second: str) -> list[tuple[str, Any, Any]]
 
 def test_stable_ids_number_a_tool_loop_in_requests_and_responses() -> None:
     exchanges = _tool_loop("chatcmpl-A1", "call_Zq9", "chatcmpl-B2")
-    (asked, first), (answered, second) = stable_ids(exchanges, NODE)
+    (_, asked, first), (_, answered, second) = stable_ids(exchanges, NODE)
     assert asked is exchanges[0][1]  # no id of the server's in it: kept byte for byte
     first_data = json.loads(first)
     message = first_data["choices"][0]["message"]
@@ -911,18 +911,15 @@ def test_stable_ids_number_a_tool_loop_in_requests_and_responses() -> None:
     assert json.loads(second)["id"] == f"chatcmpl-{TEST}-3"
     # The same answers with other server ids: the same bytes.
     again = stable_ids(_tool_loop("chatcmpl-X", "call_Y", "chatcmpl-Z"), NODE)
-    assert again == [(asked, first), (answered, second)]
+    assert again == [(CHAT, asked, first), (CHAT, answered, second)]
     # Another test numbers the same answers with ids of its own.
     other = stable_ids(exchanges, NODE + "[2]")
-    assert json.loads(other[0][1])["id"] != first_data["id"]
+    assert json.loads(other[0][2])["id"] != first_data["id"]
 
 
 def test_stable_ids_are_idempotent() -> None:
     once = stable_ids(_tool_loop("chatcmpl-A1", "call_Zq9", "chatcmpl-B2"), NODE)
-    paths = [CHAT, CHAT]
-    twice = stable_ids(
-        [(p, request, response) for p, (request, response) in zip(paths, once, strict=True)], NODE
-    )
+    twice = stable_ids(once, NODE)
     assert twice == once
     assert all(
         a is b for pair, again in zip(once, twice, strict=True) for a, b in zip(pair, again, strict=True)
@@ -957,7 +954,7 @@ def test_stable_ids_number_a_responses_conversation() -> None:
         ("/v1/responses", _compact({"input": "hi"}), answer("resp_X", None, [call])),
         ("/v1/responses", _compact(passed_back), answer("resp_Y", "resp_X", [message])),
     ]
-    (_, first), (request, second) = stable_ids(exchanges, NODE)
+    (_, _, first), (_, request, second) = stable_ids(exchanges, NODE)
     first_data, second_data = json.loads(first), json.loads(second)
     assert first_data["id"] == f"resp_{TEST}-1"
     assert first_data["output"][0]["id"] == f"fc_{TEST}-2"
@@ -996,7 +993,7 @@ def test_stable_ids_in_streams() -> None:
         {"type": "response.completed", "response": {**response, "output": [item]}},
     ]
     streamed = "".join(f"event: {e['type']}\r\ndata: {json.dumps(e)}\r\n\r\n" for e in events).encode()
-    [(_, chat_out), (_, events_out)] = stable_ids(
+    [(_, _, chat_out), (_, _, events_out)] = stable_ids(
         [(CHAT, _compact({"stream": True}), chat), ("/v1/responses", _compact({"stream": True}), streamed)],
         NODE,
     )
@@ -1036,8 +1033,8 @@ def test_stable_ids_leave_uploads_and_other_endpoints_alone() -> None:
     numbered = stable_ids(exchanges, NODE)
     assert all(
         a is b
-        for (_, *pair), new in zip(exchanges, numbered, strict=True)
-        for a, b in zip(pair, new, strict=True)
+        for exchange, new in zip(exchanges, numbered, strict=True)
+        for a, b in zip(exchange, new, strict=True)
     )
 
 
@@ -1047,7 +1044,7 @@ def test_stable_ids_never_number_an_empty_id_and_give_each_answer_its_own() -> N
         (CHAT, b"{}", _chat_answer("chatcmpl-123", ("",))),
         (CHAT, b"{}", _chat_answer("chatcmpl-123", ("1",), text="1 is 1")),
     ]
-    (_, first), (_, second) = stable_ids(exchanges, NODE)
+    (_, _, first), (_, _, second) = stable_ids(exchanges, NODE)
     first_data, second_data = json.loads(first), json.loads(second)
     assert first_data["id"] == f"chatcmpl-{TEST}-1" and second_data["id"] == f"chatcmpl-{TEST}-2"
     assert first_data["choices"][0]["message"]["tool_calls"][0]["id"] == ""
@@ -1058,6 +1055,23 @@ def test_stable_ids_never_number_an_empty_id_and_give_each_answer_its_own() -> N
 def test_stable_ids_follow_an_id_sent_back_whatever_the_file_order() -> None:
     # Calls from threads are stored by content: the call that sent an id back may come first.
     [loop_asked, loop_answered] = _tool_loop("chatcmpl-A1", "call_Zq9", "chatcmpl-B2")
-    [(answered, _), _] = stable_ids([loop_answered, loop_asked], NODE)
+    [(_, answered, _), _] = stable_ids([loop_answered, loop_asked], NODE)
     messages = json.loads(answered)["messages"]
     assert messages[-1]["tool_call_id"] == f"call_{TEST}-3"
+
+
+def test_stable_ids_follow_a_stored_response_retrieved_or_deleted_by_its_id() -> None:
+    created = json.dumps({"id": "resp_R", "object": "response", "created_at": 1, "output": []}).encode()
+    retrieved = created
+    exchanges = [
+        ("http://h:1/v1/responses", _compact({"input": "hi", "store": True}), created),
+        ("http://h:1/v1/responses/resp_R?include=x", None, retrieved),
+        ("http://h:1/v1/responses/resp_R/input_items", None, b'{"object": "list", "data": []}'),
+        ("http://h:1/v1/files/resp_Rx", None, b'{"id": "resp_Rx", "object": "file"}'),
+    ]
+    [(_, _, first), (url, _, again), (items, _, listed), unrelated] = stable_ids(exchanges, NODE)
+    number = json.loads(first)["id"]
+    assert number == f"resp_{TEST}-1"
+    assert url == f"http://h:1/v1/responses/{number}?include=x" and json.loads(again)["id"] == number
+    assert items == f"http://h:1/v1/responses/{number}/input_items" and listed is exchanges[2][2]
+    assert unrelated == exchanges[3]  # only a whole path segment is an id

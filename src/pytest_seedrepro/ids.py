@@ -20,6 +20,7 @@ from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pytest_seedrepro.calls import is_read, sse_payload
 
@@ -32,7 +33,7 @@ _COMPLETIONS = frozenset({"chat.completion", "chat.completion.chunk", "text_comp
 #: A Responses API object's wall-clock times, which change on every answer like ``created``.
 _RESPONSE_TIMES = ("created_at", "completed_at")
 
-#: One exchange of a recording: the request's path, the request's body, the response's body.
+#: One exchange of a recording: the request's URL (or path), the request's body, the response's body.
 Exchange = tuple[str, Any, Any]
 
 
@@ -162,8 +163,8 @@ def _numbered_item(item: dict[str, Any], define: Callable[[str], str]) -> dict[s
     return numbered
 
 
-def stable_ids(exchanges: Sequence[Exchange], nodeid: str) -> list[tuple[Any, Any]]:
-    """Each exchange's request and response bodies with the server's ids numbered for the test.
+def stable_ids(exchanges: Sequence[Exchange], nodeid: str) -> list[Exchange]:
+    """Each exchange with the server's ids numbered for the test, in its request and response.
 
     An id an answer assigns becomes ``<its prefix><test>-<n>`` (``chatcmpl-``,
     ``call_``, ``resp_``...; ``id-`` for an id without one): ``<test>`` is 12
@@ -176,18 +177,21 @@ def stable_ids(exchanges: Sequence[Exchange], nodeid: str) -> list[tuple[Any, An
     itself stay as they are. ``created`` and a Responses API object's times
     become 0.
 
-    Only chat, legacy completions and the Responses API (``calls.is_read``):
-    other endpoints' bodies (uploads, files, embeddings) are kept as they are.
-    A body is returned as the same object when nothing in it changed, so a
-    recording numbered before is numbered to the same bytes (idempotent).
+    Only chat, legacy completions and the Responses API (``calls.is_read``)
+    assign numbers. Other endpoints (uploads, files, embeddings) keep their
+    own ids and their request bodies; only an id numbered here that comes back
+    in their URL path (a path segment equal to it: retrieving or deleting a
+    stored response) or in their answer (the retrieved response) is replaced.
+    A URL or body is returned as the same object when nothing in it changed,
+    so a recording numbered before is numbered to the same bytes (idempotent).
     """
     test = hashlib.sha256(nodeid.encode("utf-8")).hexdigest()[:12]
     count = 0
     scopes: list[dict[str, str]] = []
     first: dict[str, str] = {}
-    for path, _, response in exchanges:
+    for url, _, response in exchanges:
         scope: dict[str, str] = {}
-        if is_read(path):
+        if is_read(urlsplit(url).path):
 
             def define(raw: str, scope: dict[str, str] = scope) -> str:
                 nonlocal count
@@ -205,15 +209,29 @@ def stable_ids(exchanges: Sequence[Exchange], nodeid: str) -> list[tuple[Any, An
     latest: dict[str, str] = {}
     known = ChainMap(latest, first)
     refer = partial(_looked_up, known)
-    numbered: list[tuple[Any, Any]] = []
-    for (path, request, response), scope in zip(exchanges, scopes, strict=True):
-        if is_read(path):
+    numbered: list[Exchange] = []
+    for (url, request, response), scope in zip(exchanges, scopes, strict=True):
+        if is_read(urlsplit(url).path):
             request = _rewritten(request, partial(_numbered_body, numbers=known), compact=True)
             define = partial(_looked_up, scope)
-            response = _rewritten(response, partial(numbered_answer, define=define, refer=refer))
-            latest.update(scope)
-        numbered.append((request, response))
+        elif known:
+            url = _numbered_url(url, known)
+            define = refer  # a stored response retrieved by its id: the id it was created with
+        else:
+            numbered.append((url, request, response))
+            continue
+        response = _rewritten(response, partial(numbered_answer, define=define, refer=refer))
+        latest.update(scope)
+        numbered.append((url, request, response))
     return numbered
+
+
+def _numbered_url(url: str, numbers: Mapping[str, str]) -> str:
+    """``url`` with each path segment that is a numbered id replaced (``/v1/responses/<id>``)."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    path = "/".join(numbers.get(segment, segment) if segment else segment for segment in segments)
+    return url if path == parts.path else urlunsplit(parts._replace(path=path))
 
 
 def _same(raw: str) -> str:

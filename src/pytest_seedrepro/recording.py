@@ -218,18 +218,21 @@ def _with_stable_ids(cassette_dict: dict[str, Any], nodeid: str) -> dict[str, An
     answers = [_body_string(response) for response in responses]
     numbered = stable_ids(
         [
-            (request.path, body, answer)
+            (request.uri, body, answer)
             for request, body, answer in zip(requests, bodies, answers, strict=True)
         ],
         nodeid,
     )
     stored_requests, stored_responses = [], []
-    for request, response, body, answer, (new_body, new_answer) in zip(
+    for request, response, body, answer, (new_uri, new_body, new_answer) in zip(
         requests, responses, bodies, answers, numbered, strict=True
     ):
-        if new_body is not body:
+        if new_uri is not request.uri or new_body is not body:
             request = copy.copy(request)
-            request.body = new_body
+            if new_uri is not request.uri:
+                request.uri = new_uri
+            if new_body is not body:
+                request.body = new_body
         if new_answer is not answer:
             response = {**response, "body": {**response["body"], "string": new_answer}}
         stored_requests.append(request)
