@@ -110,7 +110,7 @@ def test_recorded_response_keeps_only_content_type_and_the_servers_ids() -> None
     scrubbed = _scrub_response(response)
     assert scrubbed is not None
     assert list(scrubbed["headers"]) == ["Content-Type"]
-    # The id may come back in a later request, so it is kept as it came (the snapshot numbers it).
+    # The id may come back in a later request: kept as it came here, numbered when the recording is written.
     assert json.loads(scrubbed["body"]["string"]) == {
         "id": "chatcmpl-123",
         "object": "chat.completion",

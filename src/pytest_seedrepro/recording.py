@@ -327,11 +327,12 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _stable_body(body: bytes) -> bytes:
-    """A completion's body without its wall-clock ``timings``; ids and ``created`` stay as they came.
+    """A completion's body without its wall-clock ``timings``; ids and ``created`` stay as they came here.
 
-    The ids stay: the app may send one back (a tool call's id, a Responses API
-    ``previous_response_id``), and replay must match the recorded request; the
-    snapshot numbers them instead.
+    The app may send an id back (a tool call's id, a Responses API
+    ``previous_response_id``) later in the same test: the whole recording is
+    numbered at once when it is written (:func:`_with_stable_ids`), in the
+    requests and responses alike, so replay matches what it recorded.
     """
     try:
         text = body.decode("utf-8")
