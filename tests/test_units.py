@@ -978,6 +978,8 @@ def test_stable_ids_number_a_responses_conversation() -> None:
 def test_stable_ids_in_streams() -> None:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
         data = {"id": "chatcmpl-S", "object": "chat.completion.chunk", "created": 9, "choices": []}
+        if finish:
+            del data["object"]  # some servers leave it out
         data["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
         return f"data: {json.dumps(data)}\n\n"
 
@@ -1024,16 +1026,19 @@ def test_stable_ids_leave_uploads_and_other_endpoints_alone() -> None:
         b'{"id": "chatcmpl-1", "object": "chat.completion"}\r\n--seedrepro-multipart-boundary--\r\n'
     )
     exchanges = [
+        (CHAT, b"{}", _chat_answer("chatcmpl-1")),  # an id numbered before them changes nothing in them
         ("/v1/audio/transcriptions", upload, b'{"text": "chatcmpl-1", "id": "chatcmpl-1"}'),
         ("/v1/files", upload, b'{"id": "file-abc", "object": "file", "created_at": 1}'),
-        ("/v1/embeddings", b'{"input":"x"}', b'{"object": "list", "data": [], "id": "chatcmpl-1"}'),
+        ("/v1/embeddings", b'{"input":"chatcmpl-1"}', b'{"object": "list", "data": [], "id": "chatcmpl-1"}'),
+        ("/v1/files/chatcmpl-1x/content", None, b"chatcmpl-1"),
         ("/v1/chat/completions", b'{"messages":[]}', b'{"error": {"message": "bad", "id": "x"}}'),
         ("/v1/chat/completions", b"not json", b"\xff\xfe not text"),
     ]
     numbered = stable_ids(exchanges, NODE)
+    assert json.loads(numbered[0][2])["id"] == f"chatcmpl-{TEST}-1"
     assert all(
         a is b
-        for exchange, new in zip(exchanges, numbered, strict=True)
+        for exchange, new in zip(exchanges[1:], numbered[1:], strict=True)
         for a, b in zip(exchange, new, strict=True)
     )
 

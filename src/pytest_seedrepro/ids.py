@@ -90,7 +90,8 @@ def numbered_answer(data: Any, define: Callable[[str], str], refer: Callable[[st
     if not isinstance(data, dict):
         return data
     kind = data.get("object")
-    if kind in _COMPLETIONS:
+    # A completion, or a chunk from a server that leaves ``object`` out.
+    if kind in _COMPLETIONS or (kind is None and isinstance(data.get("choices"), list)):
         return _numbered_completion(data, define)
     if kind == "response":
         return _numbered_response(data, define, refer)
