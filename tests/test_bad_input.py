@@ -533,7 +533,7 @@ def test_b(seeded_llm):
         ("--snapshot-update",),
         ERROR,
         "seedrepro: test_it.py::test_a: cannot read the recording <root>/cassettes/test_it/test_a.yaml: "
-        f"not valid YAML (line 14, column 68: found unexpected end of stream). {RERECORD}",
+        f"not valid YAML (line 14, column 48: found unexpected end of stream). {RERECORD}",
     ),
     Case(
         "cassette-foreign-list",

@@ -7,6 +7,7 @@ each replayed answer keeps an id of its own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -197,9 +198,10 @@ def test_every_replayed_answer_has_its_own_stable_id(suite: pytest.Pytester, llm
     for _ in range(2):
         suite.runpytest().assert_outcomes(passed=1)
     first, second = seen_ids(suite.path)
-    assert first == second == recorded  # the recording keeps the server's ids, and replay gives them
+    assert first == second  # the ids are in the file: the same on every replay
+    assert not set(first["ids"]) & set(recorded["ids"])  # numbered for the test, not the server's
     assert len(set(first["ids"])) == 3 and first["stream_ids"] == [first["ids"][2]]
-    assert 0 not in first["created"]
+    assert first["created"] == [0, 0, 0]  # stored as 0, as the snapshot never had it
     # A recording from before keeps the placeholder: replay gives each answer an id of its own,
     # the same on every run, and leaves the file as it is.
     [cassette] = (suite.path / "cassettes").rglob("*.yaml")
@@ -213,3 +215,127 @@ def test_every_replayed_answer_has_its_own_stable_id(suite: pytest.Pytester, llm
     assert len(set(first["ids"])) == 3 and "chatcmpl-recorded" not in first["ids"]
     assert first["stream_ids"] == [first["ids"][2]]  # a stream's chunks share their answer's id
     assert files_of(suite.path) == before
+
+
+TOOL_LOOP = """
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
+    "type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]}}}]
+
+def test_tool_loop(seeded_llm):
+    client = seeded_llm.client
+    for stream in (False, True):
+        # An id the app wrote itself is what the test asked: it stays as it is.
+        messages = [{"role": "assistant", "tool_calls": [{"id": "call_mine", "type": "function",
+                        "function": {"name": "lookup", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "call_mine", "content": "unknown"},
+                    {"role": "user", "content": f"Where is order 1042? stream={stream}"}]
+        if stream:
+            chunks = list(client.chat.completions.create(model="m", messages=messages, tools=TOOLS, stream=True))
+            ids = [t.id for c in chunks for t in (c.choices[0].delta.tool_calls or []) if c.choices and t.id]
+            calls = [{"id": ids[0], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]
+        else:
+            reply = client.chat.completions.create(model="m", messages=messages, tools=TOOLS)
+            calls = [c.model_dump(exclude_none=True) for c in reply.choices[0].message.tool_calls]
+        messages += [{"role": "assistant", "tool_calls": calls},
+                     {"role": "tool", "tool_call_id": calls[0]["id"], "content": "shipped"}]
+        final = client.chat.completions.create(model="m", messages=messages, tools=TOOLS)
+        assert final.choices[0].message.content
+"""
+
+STREAMED_CONVERSATION = """
+def test_streamed_conversation(seeded_llm):
+    client = seeded_llm.client
+    first = client.responses.create(model="m", input="Stream it", stream=True)
+    done = [event for event in first if event.type == "response.completed"][0].response
+    second = client.responses.create(model="m", input=[
+        {"role": "user", "content": "Stream it"},
+        *(item.model_dump(exclude_none=True) for item in done.output),
+        {"role": "user", "content": "More"}], previous_response_id=done.id, stream=True)
+    done = [event for event in second if event.type == "response.completed"][0].response
+    client.responses.create(model="m", input="And then?", previous_response_id=done.id)
+"""
+
+
+def cassettes_of(root: Path) -> dict[str, bytes]:
+    return {k: v for k, v in files_of(root).items() if k.startswith("cassettes")}
+
+
+def test_recordings_of_the_same_answers_are_the_same_bytes_and_replay_offline(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    """Re-recording unchanged answers rewrites nothing: the server's fresh ids are numbered per test."""
+    suite.makepyfile(
+        test_conversation=CONVERSATION,
+        test_tool_loop=TOOL_LOOP,
+        test_streamed_conversation=STREAMED_CONVERSATION,
+    )
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=3)
+    first = files_of(suite.path)
+    assert len(cassettes_of(suite.path)) == 3
+    text = b"".join(cassettes_of(suite.path).values()).decode()
+    assert "call_mine" in text  # an id the app made up is not the server's
+    for _ in range(2):
+        suite.runpytest("--seedrepro-mode=rerecord", "--snapshot-update").assert_outcomes(passed=3)
+        assert files_of(suite.path) == first
+    # A record run that replays everything writes the same bytes (or nothing).
+    suite.runpytest("--seedrepro-mode=record").assert_outcomes(passed=3)
+    assert files_of(suite.path) == first
+    llm_server.stop()
+    for _ in range(2):
+        suite.runpytest().assert_outcomes(passed=3)
+    assert files_of(suite.path) == first
+
+
+IDS_SEEN = """
+import json
+
+def note(seen):
+    with open("ids.jsonl", "a") as out:
+        out.write(json.dumps(seen) + "\\n")
+
+def ask(client, tag):
+    chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": tag}])
+    chunks = list(client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": tag + " streamed"}], stream=True))
+    response = client.responses.create(model="m", input=tag)
+    follow = client.responses.create(model="m", input=tag + " again", previous_response_id=response.id)
+    return [chat.id, chunks[0].id, response.id, response.output[0].id, follow.id, follow.output[0].id]
+
+def test_a(seeded_llm):
+    note(ask(seeded_llm.client, "a"))
+
+def test_b(seeded_llm):
+    note(ask(seeded_llm.client, "b"))
+"""
+
+
+def test_replayed_ids_are_distinct_within_and_across_tests_and_the_same_on_every_replay(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(test_ids_seen=IDS_SEEN)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=2)
+    live_a, live_b = seen_ids_lines(suite.path)
+    llm_server.stop()
+    runs = []
+    for _ in range(2):
+        suite.runpytest().assert_outcomes(passed=2)
+        runs.append(seen_ids_lines(suite.path))
+    assert runs[0] == runs[1]  # the same on every replay
+    replay_a, replay_b = runs[0]
+    assert len(set(replay_a + replay_b)) == 12  # each answer and item its own id, in both tests
+    assert not set(replay_a + replay_b) & set(live_a + live_b)  # none is the server's
+    for nodeid, ids in (("test_ids_seen.py::test_a", replay_a), ("test_ids_seen.py::test_b", replay_b)):
+        test = hashlib.sha256(nodeid.encode()).hexdigest()[:12]
+        assert all(test in each for each in ids), ids  # derived from the test's node id
+        # The server's prefix, then the test's digest and a number.
+        assert [each.split(test)[0] for each in ids] == [PREFIX.match(each).group() for each in live_a]
+
+
+#: An id's prefix as the server wrote it: letters and a separator (``chatcmpl-``, ``resp_``).
+PREFIX = re.compile(r"[A-Za-z]+[_-]")
+
+
+def seen_ids_lines(root: Path) -> list[list[str]]:
+    lines = [json.loads(line) for line in (root / "ids.jsonl").read_text().splitlines()]
+    (root / "ids.jsonl").unlink()
+    return lines

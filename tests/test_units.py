@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from pytest_seedrepro import judgement, snapshots
 from pytest_seedrepro.calls import Call, is_pinnable
 from pytest_seedrepro.files import MAX_NAME_BYTES
+from pytest_seedrepro.ids import stable_ids
 from pytest_seedrepro.pinning import pin_body
 from pytest_seedrepro.recording import _scrub_response, _stable_body, cassette_path, own_id
 
@@ -108,7 +110,7 @@ def test_recorded_response_keeps_only_content_type_and_the_servers_ids() -> None
     scrubbed = _scrub_response(response)
     assert scrubbed is not None
     assert list(scrubbed["headers"]) == ["Content-Type"]
-    # The id may come back in a later request, so it is kept as it came (the snapshot numbers it).
+    # The id may come back in a later request: kept as it came here, numbered when the recording is written.
     assert json.loads(scrubbed["body"]["string"]) == {
         "id": "chatcmpl-123",
         "object": "chat.completion",
@@ -834,3 +836,247 @@ def test_judge_compares_every_choice() -> None:
 
     assert judgement.judge([entry("a", "b")], [entry("a", "c")], same_output=same).divergence is None
     assert asked == [("a", "a"), ("b", "c")]  # the compare hook, once per choice
+
+
+# Recordings: the server's ids numbered per test (ids.stable_ids) ------------------------------------
+
+NODE = "tests/test_app.py::test_loop"
+TEST = hashlib.sha256(NODE.encode()).hexdigest()[:12]
+CHAT = "/v1/chat/completions"
+
+
+def _compact(data: Any) -> bytes:
+    """A request body as the SDK sends it."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _chat_answer(
+    answer_id: str, tool_ids: tuple[str, ...] = (), text: str = "Order 1042, ref call_Zq9"
+) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_ids:
+        message["tool_calls"] = [
+            {"id": t, "type": "function", "function": {"name": "lookup", "arguments": "{}"}} for t in tool_ids
+        ]
+    return json.dumps(
+        {
+            "id": answer_id,
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+    ).encode()
+
+
+def _tool_loop(first: str, call: str, second: str) -> list[tuple[str, Any, Any]]:
+    user = {"role": "user", "content": "Where is order 1042?"}
+    # An id the app made up itself (a few-shot example) is part of what the test asked.
+    example = [
+        {"role": "assistant", "tool_calls": [{"id": "call_mine", "type": "function", "function": {}}]},
+        {"role": "tool", "tool_call_id": "call_mine", "content": "unknown"},
+    ]
+    asked = {"model": "m", "messages": [*example, user]}
+    answered = {
+        "model": "m",
+        "messages": [
+            *example,
+            user,
+            {"role": "assistant", "tool_calls": [{"id": call, "type": "function", "function": {}}]},
+            {"role": "tool", "tool_call_id": call, "content": "call_Zq9 shipped"},  # text, not an id
+        ],
+    }
+    return [
+        (CHAT, _compact(asked), _chat_answer(first, (call,))),
+        (CHAT, _compact(answered), _chat_answer(second)),
+    ]
+
+
+def test_stable_ids_number_a_tool_loop_in_requests_and_responses() -> None:
+    exchanges = _tool_loop("chatcmpl-A1", "call_Zq9", "chatcmpl-B2")
+    (_, asked, first), (_, answered, second) = stable_ids(exchanges, NODE)
+    assert asked is exchanges[0][1]  # no id of the server's in it: kept byte for byte
+    first_data = json.loads(first)
+    message = first_data["choices"][0]["message"]
+    assert first_data["id"] == f"chatcmpl-{TEST}-1"
+    assert message["tool_calls"][0]["id"] == f"call_{TEST}-2"
+    assert message["content"] == "Order 1042, ref call_Zq9"  # an id inside text is text
+    assert first_data["created"] == 0
+    request = json.loads(answered)
+    assert answered == _compact(request)  # written the way the SDK sends it
+    example, _, _, assistant, tool = request["messages"]
+    assert example["tool_calls"][0]["id"] == "call_mine"
+    assert assistant["tool_calls"][0]["id"] == tool["tool_call_id"] == f"call_{TEST}-2"
+    assert tool["content"] == "call_Zq9 shipped"
+    assert json.loads(second)["id"] == f"chatcmpl-{TEST}-3"
+    # The same answers with other server ids: the same bytes.
+    again = stable_ids(_tool_loop("chatcmpl-X", "call_Y", "chatcmpl-Z"), NODE)
+    assert again == [(CHAT, asked, first), (CHAT, answered, second)]
+    # Another test numbers the same answers with ids of its own.
+    other = stable_ids(exchanges, NODE + "[2]")
+    assert json.loads(other[0][2])["id"] != first_data["id"]
+
+
+def test_stable_ids_are_idempotent() -> None:
+    once = stable_ids(_tool_loop("chatcmpl-A1", "call_Zq9", "chatcmpl-B2"), NODE)
+    twice = stable_ids(once, NODE)
+    assert twice == once
+    assert all(
+        a is b for pair, again in zip(once, twice, strict=True) for a, b in zip(pair, again, strict=True)
+    )  # nothing rewritten
+
+
+def test_stable_ids_number_a_responses_conversation() -> None:
+    def answer(response_id: str, previous: str | None, output: list[dict[str, Any]]) -> bytes:
+        return json.dumps(
+            {
+                "id": response_id,
+                "object": "response",
+                "created_at": 1_700_000_000,
+                "completed_at": 1_700_000_001,
+                "previous_response_id": previous,
+                "output": output,
+            }
+        ).encode()
+
+    call = {"type": "function_call", "id": "fc_Z", "call_id": "call_Ab", "name": "f", "arguments": "{}"}
+    passed_back = {
+        "previous_response_id": "resp_X",
+        "input": [
+            call,
+            {"type": "function_call_output", "call_id": "call_Ab", "output": "resp_X"},
+            {"type": "item_reference", "id": "fc_Z"},
+            {"type": "message", "role": "user", "content": "fc_Z"},
+        ],
+    }
+    message = {"type": "message", "id": "msg_W", "content": [{"type": "output_text", "text": "resp_X"}]}
+    exchanges = [
+        ("/v1/responses", _compact({"input": "hi"}), answer("resp_X", None, [call])),
+        ("/v1/responses", _compact(passed_back), answer("resp_Y", "resp_X", [message])),
+    ]
+    (_, _, first), (_, request, second) = stable_ids(exchanges, NODE)
+    first_data, second_data = json.loads(first), json.loads(second)
+    assert first_data["id"] == f"resp_{TEST}-1"
+    assert first_data["output"][0]["id"] == f"fc_{TEST}-2"
+    assert first_data["output"][0]["call_id"] == f"call_{TEST}-3"
+    assert (first_data["created_at"], first_data["completed_at"]) == (0, 0)
+    sent = json.loads(request)
+    assert sent["previous_response_id"] == second_data["previous_response_id"] == f"resp_{TEST}-1"
+    assert sent["input"][0] == first_data["output"][0]
+    assert sent["input"][1] == {
+        "type": "function_call_output",
+        "call_id": f"call_{TEST}-3",
+        "output": "resp_X",
+    }
+    assert sent["input"][2]["id"] == f"fc_{TEST}-2"
+    assert sent["input"][3] == passed_back["input"][3]
+    assert second_data["id"] == f"resp_{TEST}-4"
+    assert second_data["output"][0]["id"] == f"msg_{TEST}-5"
+    assert second_data["output"][0]["content"] == message["content"]
+
+
+def test_stable_ids_in_streams() -> None:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        data = {"id": "chatcmpl-S", "object": "chat.completion.chunk", "created": 9, "choices": []}
+        if finish:
+            del data["object"]  # some servers leave it out
+        data["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return f"data: {json.dumps(data)}\n\n"
+
+    opening = {"tool_calls": [{"index": 0, "id": "call_S", "function": {"name": "f", "arguments": ""}}]}
+    piece = {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}
+    chat = (chunk(opening) + chunk(piece) + chunk({}, "tool_calls") + "data: [DONE]\n\n").encode()
+    item = {"type": "message", "id": "msg_Q", "content": []}
+    response = {"id": "resp_Q", "object": "response", "created_at": 3, "output": []}
+    events = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.output_text.delta", "item_id": "msg_Q", "delta": "msg_Q"},
+        {"type": "response.completed", "response": {**response, "output": [item]}},
+    ]
+    streamed = "".join(f"event: {e['type']}\r\ndata: {json.dumps(e)}\r\n\r\n" for e in events).encode()
+    [(_, _, chat_out), (_, _, events_out)] = stable_ids(
+        [(CHAT, _compact({"stream": True}), chat), ("/v1/responses", _compact({"stream": True}), streamed)],
+        NODE,
+    )
+    lines = chat_out.decode().split("\n")
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert {c["id"] for c in chunks} == {f"chatcmpl-{TEST}-1"}  # one answer, one id
+    assert {c["created"] for c in chunks} == {0}
+    assert chunks[0]["choices"][0]["delta"]["tool_calls"][0]["id"] == f"call_{TEST}-2"
+    assert chunks[1]["choices"][0]["delta"] == piece
+    assert lines[-3:] == ["data: [DONE]", "", ""]
+    text = events_out.decode()
+    assert text.count("\r\n") == streamed.decode().count("\r\n")  # the events' own line ends
+    out = [json.loads(line[6:]) for line in text.split("\r\n") if line.startswith("data: ")]
+    assert [line for line in text.split("\r\n") if line.startswith("event:")] == [
+        f"event: {e['type']}" for e in events
+    ]
+    assert out[0]["response"]["id"] == out[3]["response"]["id"] == f"resp_{TEST}-3"
+    assert (
+        out[1]["item"]["id"] == out[2]["item_id"] == out[3]["response"]["output"][0]["id"] == f"msg_{TEST}-4"
+    )
+    assert out[2]["delta"] == "msg_Q"
+    assert out[0]["response"]["created_at"] == 0
+
+
+def test_stable_ids_leave_uploads_and_other_endpoints_alone() -> None:
+    upload = (
+        b'--seedrepro-multipart-boundary\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+        b'{"id": "chatcmpl-1", "object": "chat.completion"}\r\n--seedrepro-multipart-boundary--\r\n'
+    )
+    exchanges = [
+        (CHAT, b"{}", _chat_answer("chatcmpl-1")),  # an id numbered before them changes nothing in them
+        ("/v1/audio/transcriptions", upload, b'{"text": "chatcmpl-1", "id": "chatcmpl-1"}'),
+        ("/v1/files", upload, b'{"id": "file-abc", "object": "file", "created_at": 1}'),
+        ("/v1/embeddings", b'{"input":"chatcmpl-1"}', b'{"object": "list", "data": [], "id": "chatcmpl-1"}'),
+        ("/v1/files/chatcmpl-1x/content", None, b"chatcmpl-1"),
+        ("/v1/chat/completions", b'{"messages":[]}', b'{"error": {"message": "bad", "id": "x"}}'),
+        ("/v1/chat/completions", b"not json", b"\xff\xfe not text"),
+    ]
+    numbered = stable_ids(exchanges, NODE)
+    assert json.loads(numbered[0][2])["id"] == f"chatcmpl-{TEST}-1"
+    assert all(
+        a is b
+        for exchange, new in zip(exchanges[1:], numbered[1:], strict=True)
+        for a, b in zip(exchange, new, strict=True)
+    )
+
+
+def test_stable_ids_never_number_an_empty_id_and_give_each_answer_its_own() -> None:
+    # A server that gives every answer the same id, a tool call an empty one, and an id without a prefix.
+    exchanges = [
+        (CHAT, b"{}", _chat_answer("chatcmpl-123", ("",))),
+        (CHAT, b"{}", _chat_answer("chatcmpl-123", ("1",), text="1 is 1")),
+    ]
+    (_, _, first), (_, _, second) = stable_ids(exchanges, NODE)
+    first_data, second_data = json.loads(first), json.loads(second)
+    assert first_data["id"] == f"chatcmpl-{TEST}-1" and second_data["id"] == f"chatcmpl-{TEST}-2"
+    assert first_data["choices"][0]["message"]["tool_calls"][0]["id"] == ""
+    message = second_data["choices"][0]["message"]
+    assert message["tool_calls"][0]["id"] == f"id-{TEST}-3" and message["content"] == "1 is 1"
+
+
+def test_stable_ids_follow_an_id_sent_back_whatever_the_file_order() -> None:
+    # Calls from threads are stored by content: the call that sent an id back may come first.
+    [loop_asked, loop_answered] = _tool_loop("chatcmpl-A1", "call_Zq9", "chatcmpl-B2")
+    [(_, answered, _), _] = stable_ids([loop_answered, loop_asked], NODE)
+    messages = json.loads(answered)["messages"]
+    assert messages[-1]["tool_call_id"] == f"call_{TEST}-3"
+
+
+def test_stable_ids_follow_a_stored_response_retrieved_or_deleted_by_its_id() -> None:
+    created = json.dumps({"id": "resp_R", "object": "response", "created_at": 1, "output": []}).encode()
+    retrieved = created
+    exchanges = [
+        ("http://h:1/v1/responses", _compact({"input": "hi", "store": True}), created),
+        ("http://h:1/v1/responses/resp_R?include=x", None, retrieved),
+        ("http://h:1/v1/responses/resp_R/input_items", None, b'{"object": "list", "data": []}'),
+        ("http://h:1/v1/files/resp_Rx", None, b'{"id": "resp_Rx", "object": "file"}'),
+    ]
+    [(_, _, first), (url, _, again), (items, _, listed), unrelated] = stable_ids(exchanges, NODE)
+    number = json.loads(first)["id"]
+    assert number == f"resp_{TEST}-1"
+    assert url == f"http://h:1/v1/responses/{number}?include=x" and json.loads(again)["id"] == number
+    assert items == f"http://h:1/v1/responses/{number}/input_items" and listed is exchanges[2][2]
+    assert unrelated == exchanges[3]  # only a whole path segment is an id

@@ -290,6 +290,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
                 recording.cassette_path(item.path, item.nodeid, settings.cassette_dir),
                 state.calls,
                 ignore_existing=settings.mode == "rerecord",
+                nodeid=item.nodeid,
             )
             try:
                 cassette = stack.enter_context(recording.open_cassette(state.recording, settings.mode))

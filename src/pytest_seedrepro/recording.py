@@ -10,6 +10,7 @@ This module imports vcrpy, so only the fixture imports it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -41,6 +42,7 @@ from pytest_seedrepro.files import (
     write_atomically,
     yaml_problem,
 )
+from pytest_seedrepro.ids import stable_ids
 from pytest_seedrepro.options import record_command
 
 #: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
@@ -144,10 +146,12 @@ class Recording:
     threads), so neither ``asyncio.gather`` nor thread timing reorders the file.
     """
 
-    def __init__(self, path: Path, calls: list[Call], *, ignore_existing: bool) -> None:
+    def __init__(self, path: Path, calls: list[Call], *, ignore_existing: bool, nodeid: str = "") -> None:
         self.path = path
         self.calls = calls
         self.ignore_existing = ignore_existing
+        #: The test's node id, from which the ids stored for the server's are derived.
+        self.nodeid = nodeid
         self._pending: tuple[dict[str, Any], Any] | None = None
 
     # vcrpy's persister interface --------------------------------------------------------------
@@ -223,7 +227,9 @@ class Recording:
             except OSError as exc:
                 raise NotWritten(f"cannot remove the recording {self.path}: {exc.strerror or exc}") from None
             return
-        text = serialize(_in_files_order(cassette_dict, self.calls), serializer)
+        text = serialize(
+            _with_stable_ids(_in_files_order(cassette_dict, self.calls), self.nodeid), serializer
+        )
         write_atomically(self.path, text, what="the recording")
 
 
@@ -258,6 +264,45 @@ def _in_files_order(cassette_dict: dict[str, Any], calls: list[Call]) -> dict[st
         "requests": [pair[0] for _, pair in placed],
         "responses": [pair[1] for _, pair in placed],
     }
+
+
+def _with_stable_ids(cassette_dict: dict[str, Any], nodeid: str) -> dict[str, Any]:
+    """The cassette with the server's ids numbered for the test (``ids.stable_ids``), in file order.
+
+    Servers hand out new ids on every answer: stored as they came, every
+    re-recording and every xdist run would rewrite the file. Requests and
+    responses that change are copies; vcrpy's own objects stay as they were.
+    """
+    requests, responses = cassette_dict["requests"], cassette_dict["responses"]
+    bodies = [request.body for request in requests]
+    answers = [_body_string(response) for response in responses]
+    numbered = stable_ids(
+        [
+            (request.uri, body, answer)
+            for request, body, answer in zip(requests, bodies, answers, strict=True)
+        ],
+        nodeid,
+    )
+    stored_requests, stored_responses = [], []
+    for request, response, body, answer, (new_uri, new_body, new_answer) in zip(
+        requests, responses, bodies, answers, numbered, strict=True
+    ):
+        if new_uri is not request.uri or new_body is not body:
+            request = copy.copy(request)
+            if new_uri is not request.uri:
+                request.uri = new_uri
+            if new_body is not body:
+                request.body = new_body
+        if new_answer is not answer:
+            response = {**response, "body": {**response["body"], "string": new_answer}}
+        stored_requests.append(request)
+        stored_responses.append(response)
+    return {**cassette_dict, "requests": stored_requests, "responses": stored_responses}
+
+
+def _body_string(response: dict[str, Any]) -> Any:
+    body = response.get("body")
+    return body.get("string") if isinstance(body, dict) else None
 
 
 def _json_or_none(body: Any) -> Any:
@@ -342,11 +387,12 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _stable_body(body: bytes) -> bytes:
-    """A completion's body without its wall-clock ``timings``; ids and ``created`` stay as they came.
+    """A completion's body without its wall-clock ``timings``; ids and ``created`` stay as they came here.
 
-    The ids stay: the app may send one back (a tool call's id, a Responses API
-    ``previous_response_id``), and replay must match the recorded request; the
-    snapshot numbers them instead.
+    The app may send an id back (a tool call's id, a Responses API
+    ``previous_response_id``) later in the same test: the whole recording is
+    numbered at once when it is written (:func:`_with_stable_ids`), in the
+    requests and responses alike, so replay matches what it recorded.
     """
     try:
         text = body.decode("utf-8")

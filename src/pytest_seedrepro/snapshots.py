@@ -30,6 +30,7 @@ from pytest_seedrepro.files import (
     write_atomically,
     yaml_problem,
 )
+from pytest_seedrepro.ids import ID_PREFIX, numbered_request
 from pytest_seedrepro.options import refresh_command
 
 #: Request keys that change how an answer is delivered, not what it says.
@@ -113,10 +114,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: The start of an output's tool-call line (``answers.tool_call_line``), whose id it numbers.
 _TOOL_CALL_LINE = "tool_call "
-#: An id's prefix (``resp_``, ``msg_``, ``fc_``): kept, with a number after it.
-_ID_PREFIX = re.compile(r"[A-Za-z]+[_-]")
-#: Responses API input item keys that carry an id the server assigned.
-_INPUT_ID_KEYS = ("id", "call_id", "item_id")
 
 
 def number_ids(
@@ -145,7 +142,7 @@ def number_ids(
     counts: dict[str, int] = {}
     for raw in other_ids:
         if raw and raw not in numbers:
-            match = _ID_PREFIX.match(raw)
+            match = ID_PREFIX.match(raw)
             prefix = match.group() if match else "id_"
             counts[prefix] = counts.get(prefix, 0) + 1
             numbers[raw] = f"{prefix}{counts[prefix]}"
@@ -157,45 +154,12 @@ def number_ids(
 def _numbered_entry(entry: dict[str, Any], numbers: dict[str, str]) -> dict[str, Any]:
     numbered = dict(entry)
     if isinstance(entry.get("request"), dict):
-        numbered["request"] = _numbered_request(entry["request"], numbers)
+        numbered["request"] = numbered_request(entry["request"], numbers)
     if isinstance(entry.get("output"), str):
         numbered["output"] = _numbered_text(entry["output"], numbers)
     if isinstance(entry.get("choices"), list):
         numbered["choices"] = [
             _numbered_text(text, numbers) if isinstance(text, str) else text for text in entry["choices"]
-        ]
-    return numbered
-
-
-def _numbered_request(request: dict[str, Any], numbers: dict[str, str]) -> dict[str, Any]:
-    def number(value: Any) -> Any:
-        return numbers.get(value, value) if isinstance(value, str) else value
-
-    numbered = dict(request)
-    if "previous_response_id" in request:
-        numbered["previous_response_id"] = number(request["previous_response_id"])
-    if isinstance(request.get("messages"), list):
-        messages = []
-        for message in request["messages"]:
-            if isinstance(message, dict):
-                message = dict(message)
-                if "tool_call_id" in message:
-                    message["tool_call_id"] = number(message["tool_call_id"])
-                if isinstance(message.get("tool_calls"), list):
-                    message["tool_calls"] = [
-                        {**call, "id": number(call["id"])}
-                        if isinstance(call, dict) and "id" in call
-                        else call
-                        for call in message["tool_calls"]
-                    ]
-            messages.append(message)
-        numbered["messages"] = messages
-    if isinstance(request.get("input"), list):
-        numbered["input"] = [
-            {key: number(value) if key in _INPUT_ID_KEYS else value for key, value in item.items()}
-            if isinstance(item, dict)
-            else item
-            for item in request["input"]
         ]
     return numbered
 
