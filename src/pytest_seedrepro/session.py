@@ -9,19 +9,20 @@ end-of-test writes depend on this module rather than on each other.
 from __future__ import annotations
 
 import os
-import ssl
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_seedrepro.calls import Call
-from pytest_seedrepro.decision import Verdict
 from pytest_seedrepro.markers import Pins
 from pytest_seedrepro.options import Settings
+
+if TYPE_CHECKING:
+    from pytest_seedrepro.decision import Verdict
 
 
 @dataclass
@@ -52,6 +53,8 @@ class RunState:
                 # call fails), so the CA store (~45 ms to load) is not needed.
                 # Still a verifying context, without a trusted CA: any TLS
                 # connection that did get through would fail, never go unchecked.
+                import ssl  # here, not at the top: a suite that never uses seeded_llm skips it
+
                 self._ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             else:
                 self._ssl_context = http_module(client_class).create_ssl_context()
