@@ -78,7 +78,10 @@ def test_without_the_unseeded_rule_the_same_change_is_a_regression() -> None:
     ],
 )
 def test_what_an_unseeded_call_still_diverges_on(current: list[dict], kind: str, at: int) -> None:
-    stored = [responses_entry("a", seed=1 if current[0]["request"].get("seed") else None), responses_entry("b")]
+    stored = [
+        responses_entry("a", seed=1 if current[0]["request"].get("seed") else None),
+        responses_entry("b"),
+    ]
     found = judgement.judge(stored, current, unseeded=no_seed)
     assert found.divergence is not None
     assert (found.divergence.kind, found.divergence.position) == (kind, at)
@@ -92,7 +95,7 @@ def test_what_an_unseeded_call_still_diverges_on(current: list[dict], kind: str,
         # JSON equal once parsed, whatever its layout or key order
         ('{"a": 1, "b": [1, 2]}', '{\n  "b": [1, 2],\n  "a": 1\n}', 1.0),
         # a tool-call line that differs is a change, however alike the rest is
-        ("text\ntool_call call_1: f({})", "text\ntool_call call_1: f({\"x\": 1})", 0.0),
+        ("text\ntool_call call_1: f({})", 'text\ntool_call call_1: f({"x": 1})', 0.0),
         ("tool_call call_1: f({})", "tool_call call_1: f({})\ntool_call call_2: g({})", 0.0),
     ],
 )
@@ -125,7 +128,9 @@ def test_tolerance_score_is_the_similarity_of_the_texts_otherwise() -> None:
     ],
 )
 def test_pin_body_with_no_seed(body: dict, expected: dict, overridden: list) -> None:
-    pinned, changed = pin_body(body, marker_seed=None, default_seed=9, params={"temperature": 0}, no_seed=True)
+    pinned, changed = pin_body(
+        body, marker_seed=None, default_seed=9, params={"temperature": 0}, no_seed=True
+    )
     assert pinned == {"temperature": 0, **expected}
     assert "seed" not in pinned
     assert changed == overridden
@@ -342,7 +347,9 @@ def test_structured_output_is_compared_as_parsed_json(suite: pytest.Pytester, ll
     assert files(suite) == before
 
 
-def test_a_changed_tool_call_line_fails_under_tolerance(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+def test_a_changed_tool_call_line_fails_under_tolerance(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.makepyfile(
         test_it="""
         import pytest
@@ -360,7 +367,9 @@ def test_a_changed_tool_call_line_fails_under_tolerance(suite: pytest.Pytester, 
     llm_server.variant = "other arguments"
     result = suite.runpytest(LIVE)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*the output changed but the fingerprint did not*", "*tool_call*get_weather*"])
+    result.stdout.fnmatch_lines(
+        ["*the output changed but the fingerprint did not*", "*tool_call*get_weather*"]
+    )
     assert files(suite) == before
 
 

@@ -63,7 +63,16 @@ Pending = Literal["regression", "drift-skipped", "drift-warned", "drift-failed",
 #: Verdicts under which the call phase passes: if it failed or was skipped
 #: anyway, something else did it (the body, a hook, a warning made an error).
 PASSING_VERDICTS: frozenset[Verdict] = frozenset(
-    {"identical", "fingerprint-changed", "equivalent", "varied", "tolerated", "no-calls", "changed", "unjudged"}
+    {
+        "identical",
+        "fingerprint-changed",
+        "equivalent",
+        "varied",
+        "tolerated",
+        "no-calls",
+        "changed",
+        "unjudged",
+    }
 )
 
 _PENDING: dict[Verdict, Pending] = {

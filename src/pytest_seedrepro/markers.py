@@ -55,7 +55,7 @@ def _describe(value: object) -> str:
 
 
 def seeds_of(mark: pytest.Mark) -> tuple[int | None, ...]:
-    """The seeds a ``seed`` marker gives: one (``seed(7)``), a matrix (``seed(1, 2, 3)``), none (``seed(None)``)."""
+    """The seeds of a ``seed`` marker: one (``seed(7)``), a matrix (``seed(1, 2)``), none (``seed(None)``)."""
     args = list(mark.args)
     if "seed" in mark.kwargs:
         args.append(mark.kwargs["seed"])

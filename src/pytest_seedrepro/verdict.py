@@ -117,7 +117,7 @@ def _repeat_figures(item: pytest.Item, state: TestState) -> None:
 
 
 def _similarity(item: pytest.Item, call: Call) -> Callable[[str, str], float]:
-    """The similarity of two outputs of ``call``: ``pytest_seedrepro_similarity`` when it answers, else difflib."""
+    """How alike two outputs of ``call`` are: ``pytest_seedrepro_similarity`` if it answers, else difflib."""
     from pytest_seedrepro import repeat
 
     def measure(a: str, b: str) -> float:
