@@ -11,6 +11,11 @@ changed                               pass, noted   the policy: skip/warn/fail
 no snapshot yet                       fail: run with ``--snapshot-update``
 ====================================  ============  =========================
 
+A call that carried no seed (the Responses API, ``seed(None)``) and whose
+output differs under the same fingerprint *varied*: the test's assertions
+decide, and it is listed. Under ``@pytest.mark.llm_tolerance`` "output equal"
+means at least that similar (``judgement.tolerance_score``).
+
 It runs inside the call phase (a ``pytest_runtest_call`` wrapper), after the
 body, so every call was made and recorded before a skip, and a
 ``SeedReproFingerprintWarning`` is an ordinary warning of the test (an error
