@@ -416,3 +416,19 @@ def test_every_choice_is_judged_under_tolerance(suite: pytest.Pytester, llm_serv
     result = suite.runpytest(LIVE)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*the output changed but the fingerprint did not*"])
+
+
+def test_an_unseeded_call_whose_backend_changed_too_gets_the_fingerprint_policy(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(test_it=RESPONSES_TEST)
+    suite.runpytest(LIVE, "--snapshot-update").assert_outcomes(passed=1)
+    before = files(suite)
+    # The Responses API has no fingerprint: its response model is the backend identity.
+    llm_server.variant, llm_server.model_override = "another sample", "gpt-4o-mini-2099-01-01"
+    result = suite.runpytest(LIVE, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*the backend changed and the output with it*"])
+    assert "varied (no seed)" not in result.stdout.str()
+    suite.runpytest(LIVE, "--seedrepro-on-fingerprint-change=fail").assert_outcomes(failed=1)
+    assert files(suite) == before
