@@ -71,7 +71,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -608,6 +608,7 @@ class _Settings:
     variant: str
     model_override: str | None
     gzip: bool
+    edit_content: Callable[[str], str] | None
     response_headers: dict[str, str]
 
 
@@ -769,6 +770,9 @@ class LLMServer:
         self.fingerprint: str | None = DEFAULT_FINGERPRINT
         self.fingerprint_style: str = "every"
         self.variant: str = ""
+        # Rewrites the text (or JSON) content of every chat, completion and Responses answer, tool calls
+        # aside: "the same request, another output" of a chosen shape (one word, JSON laid out anew).
+        self.edit_content: Callable[[str], str] | None = None
         self.model_override: str | None = None
         self.gzip: bool = True
         self.response_headers: dict[str, str] = default_response_headers()
@@ -1041,6 +1045,7 @@ class LLMServer:
                 variant=self.variant,
                 model_override=self.model_override,
                 gzip=self.gzip,
+                edit_content=self.edit_content,
                 response_headers=dict(self.response_headers),
             )
 
@@ -1206,6 +1211,7 @@ class LLMServer:
                 ),
                 last_role,
                 max_tokens,
+                settings.edit_content,
             )
             for index in range(_choice_count(body))
         ]
@@ -1268,7 +1274,12 @@ class LLMServer:
         self._send_stream(handler, settings, request, chunks)
 
     def _chat_choice(
-        self, body: JSONObject, text: str, last_role: object, max_tokens: int | None
+        self,
+        body: JSONObject,
+        text: str,
+        last_role: object,
+        max_tokens: int | None,
+        edit: Callable[[str], str] | None = None,
     ) -> _ChatChoice:
         """One choice of a chat answer whose generated text is ``text``."""
         # Tool calls until the conversation answers them (the last message is the tools' result).
@@ -1300,6 +1311,9 @@ class LLMServer:
             finish_reason, completion_tokens = "function_call", _json_tokens(arguments)
         else:
             structured = _structured_content(body.get("response_format"), "response_format", text)
+            if edit is not None:
+                text = edit(text) if structured is None else text
+                structured = None if structured is None else edit(structured)
             if structured is None:
                 message["content"] = text
                 content_pieces = _split_words_keeping_separators(text)
@@ -1331,6 +1345,8 @@ class LLMServer:
             )
             for index in range(_choice_count(body))
         ]
+        if settings.edit_content is not None:
+            texts = [settings.edit_content(text) for text in texts]
         finish_reason = _finish_reason(max_tokens)
         usage = _usage(_count_words(prompt), sum(len(text.split()) for text in texts))
         answer_model = settings.model_override or model
@@ -1419,6 +1435,8 @@ class LLMServer:
         if not output:
             structured = _structured_content((text_config or {}).get("format"), "text.format", text)
             answer = text if structured is None else structured
+            if settings.edit_content is not None:
+                answer = settings.edit_content(answer)
             part = {"type": "output_text", "text": answer, "annotations": [], "logprobs": []}
             message_id = f"msg_{uuid.uuid4().hex}"
             output.append(

@@ -31,6 +31,22 @@ import pytest
             "*takes one of skip, warn, fail, got 'ignore' (str)",
         ),
         ("@pytest.mark.on_fingerprint_change()", "*takes one of skip, warn, fail, got args=() kwargs={}"),
+        (
+            "@pytest.mark.seed(None, 1)",
+            "test_bad.py::test_it: @pytest.mark.seed(None) pins no seed: it cannot be part of a seed matrix, "
+            "got (None, 1)",
+        ),
+        (
+            "@pytest.mark.llm_tolerance(0)",
+            "test_bad.py::test_it: @pytest.mark.llm_tolerance takes one similarity above 0 and at most 1 "
+            "(e.g. 0.9), got 0 (int)",
+        ),
+        ("@pytest.mark.llm_tolerance(1.5)", "*llm_tolerance takes one similarity*got 1.5 (float)"),
+        ("@pytest.mark.llm_tolerance(-0.2)", "*llm_tolerance takes one similarity*got -0.2 (float)"),
+        ("@pytest.mark.llm_tolerance('high')", "*llm_tolerance takes one similarity*got 'high' (str)"),
+        ("@pytest.mark.llm_tolerance(True)", "*llm_tolerance takes one similarity*got True (bool)"),
+        ("@pytest.mark.llm_tolerance()", "*llm_tolerance takes one similarity*got args=() kwargs={}"),
+        ("@pytest.mark.llm_tolerance(0.9, 0.8)", "*llm_tolerance takes one similarity*got args=(0.9, 0.8)*"),
     ],
 )
 def test_bad_marker_argument_is_one_error_of_the_test(
@@ -88,6 +104,7 @@ def test_markers_pass_strict_markers(pytester: pytest.Pytester) -> None:
         @pytest.mark.seed(1)
         @pytest.mark.llm_params(temperature=0)
         @pytest.mark.on_fingerprint_change("warn")
+        @pytest.mark.llm_tolerance(0.9)
         def test_it():
             pass
         """
@@ -112,6 +129,26 @@ def test_another_plugins_seed_marker_on_a_test_without_the_fixture_is_not_ours(
         """
     )
     pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_seed_none_on_a_class_and_a_seed_matrix_on_its_test_is_the_nearest_marker(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.seed(None)
+        class TestX:
+            @pytest.mark.seed(1, 2)
+            def test_matrix(self, seeded_llm):
+                assert seeded_llm.seed in (1, 2)
+
+            def test_no_seed(self, seeded_llm):
+                assert seeded_llm.seed is None
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=3)
 
 
 def test_marks_given_through_pytest_param_are_validated_the_same_way(pytester: pytest.Pytester) -> None:

@@ -32,6 +32,9 @@ Mode = Literal["replay", "record", "rerecord", "live"]
 #: - ``drift-skip`` / ``drift-warn`` / ``drift-fail``: the output changed with the fingerprint (the policy);
 #: - ``fingerprint-changed``: the fingerprint changed, every output is equal;
 #: - ``equivalent``: passed because ``pytest_seedrepro_compare`` called a different output equal;
+#: - ``varied``: an unseeded call's output changed under the same backend identity: the test's own
+#:   assertions passed it (what followed it is its consequence), and the snapshot would differ;
+#: - ``tolerated``: passed because ``llm_tolerance`` counted a different output equal;
 #: - ``new``: no snapshot yet;
 #: - ``no-calls``: the test made no call (and had no snapshot, or ``--snapshot-update`` is given);
 #: - ``changed``: under ``--snapshot-update``, which does not judge: this run's snapshot is another;
@@ -45,6 +48,8 @@ Verdict = Literal[
     "drift-fail",
     "fingerprint-changed",
     "equivalent",
+    "varied",
+    "tolerated",
     "new",
     "no-calls",
     "changed",
@@ -58,7 +63,16 @@ Pending = Literal["regression", "drift-skipped", "drift-warned", "drift-failed",
 #: Verdicts under which the call phase passes: if it failed or was skipped
 #: anyway, something else did it (the body, a hook, a warning made an error).
 PASSING_VERDICTS: frozenset[Verdict] = frozenset(
-    {"identical", "fingerprint-changed", "equivalent", "no-calls", "changed", "unjudged"}
+    {
+        "identical",
+        "fingerprint-changed",
+        "equivalent",
+        "varied",
+        "tolerated",
+        "no-calls",
+        "changed",
+        "unjudged",
+    }
 )
 
 _PENDING: dict[Verdict, Pending] = {
@@ -130,7 +144,8 @@ def decide(
         return Writes(write_recording=records, write_snapshot=False)
     if verdict == "identical":
         return Writes(write_recording=records and snapshot_identical(), write_snapshot=False)
-    # A regression, a drift, or a pass that leaves the snapshot different: both stay as they are.
+    # A regression, a drift, or a pass that leaves the snapshot different (a compare hook, a tolerance,
+    # an unseeded call that varied): both stay as they are.
     return Writes(write_recording=False, write_snapshot=False, pending=pending)
 
 

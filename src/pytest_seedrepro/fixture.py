@@ -49,8 +49,15 @@ class SeededLLM:
         self._given_key = api_key
         self._client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
-        #: The effective seed: the ``seed`` marker's, else the default seed.
-        self.seed: int = state.pins.seed if state.pins.seed is not None else run.settings.default_seed
+        #: The effective seed: the ``seed`` marker's, else the default seed; None under
+        #: ``seed(None)``, whose requests carry none.
+        self.seed: int | None = (
+            None
+            if state.pins.no_seed
+            else state.pins.seed
+            if state.pins.seed is not None
+            else run.settings.default_seed
+        )
         #: The pinned request parameters (``llm_params``, merged module > class > function).
         self.params: dict[str, Any] = dict(state.pins.params)
         #: Calls made so far by this test, by any OpenAI client, in issue order.
@@ -233,6 +240,7 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
             body, overridden = pin_body(
                 body,
                 marker_seed=state.pins.seed,
+                no_seed=state.pins.no_seed,
                 default_seed=settings.default_seed,
                 params=state.pins.params,
             )

@@ -71,7 +71,8 @@ def pytest_seedrepro_compare(expected: str, actual: str, call: Call) -> bool | N
 
     Called for each call whose request matches the snapshot's, when deciding
     the verdict (once per choice of an ``n > 1`` call). ``firstresult``: the
-    first implementation that returns a bool decides.
+    first implementation that returns a bool decides, also under
+    ``@pytest.mark.llm_tolerance`` (which measures only when this returns ``None``).
     """
 
 
@@ -113,6 +114,8 @@ def pytest_seedrepro_similarity(a: str, b: str, call: Call) -> float | None:
     :param call: the call (its first answer) they were sent for.
 
     Called with ``--seedrepro-repeat`` for every pair of a call's answers, to
-    report their mean similarity. ``firstresult``; ``None`` leaves it to
-    ``difflib``'s ratio. Return, say, the cosine similarity of embeddings.
+    report their mean similarity, and under ``@pytest.mark.llm_tolerance`` for
+    an output that differs from the snapshot's (the texts without their
+    tool-call lines). ``firstresult``; ``None`` leaves it to ``difflib``'s
+    ratio. Return, say, the cosine similarity of embeddings.
     """

@@ -14,6 +14,12 @@ its **first divergence** from the snapshot, walking the calls in order:
 A call whose fingerprint changed but whose output did not is no divergence:
 it is noted (the summary lists it) and the walk goes on.
 
+A call whose request carries no seed (the Responses API, ``seed(None)``) is
+sampled afresh each time: a changed output under the same backend identity
+is no regression by itself (the test's own assertions decide). It *varied*:
+listed, and like a backend change everything after it is its consequence
+(a conversation's history carries the new answer), listed but not judged.
+
 Pure functions over snapshot entries (dicts), so every combination is
 unit-tested without pytest runs. No pytest, openai, vcrpy or syrupy here.
 """
@@ -21,6 +27,7 @@ unit-tested without pytest runs. No pytest, openai, vcrpy or syrupy here.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,7 +56,7 @@ class FingerprintChange:
 class Divergence:
     """The first place this run differs from the snapshot."""
 
-    kind: Literal["request", "output", "backend", "count"]
+    kind: Literal["request", "output", "backend", "varied", "count"]
     #: What differs, in one line (an output change adds its diff below).
     message: str
     #: Position of this run's entry in the pairs (None when only the snapshot has the call).
@@ -77,7 +84,7 @@ class Judgement:
     @property
     def fails(self) -> bool:
         """Whether the divergence fails the test whatever the policy."""
-        return self.divergence is not None and self.divergence.kind != "backend"
+        return self.divergence is not None and self.divergence.kind not in ("backend", "varied")
 
 
 def identity(entry: Entry) -> str | None:
@@ -166,13 +173,16 @@ def judge(
     threaded: bool = False,
     same_output: Callable[[Entry, Entry], bool] | None = None,
     index_of: Callable[[int], int] | None = None,
+    unseeded: Callable[[Entry], bool] | None = None,
 ) -> Judgement:
     """Walk the paired calls in order and find the first divergence.
 
     ``same_output(old, new)`` decides output equality (the compare hook; exact
     by default, every choice of an ``n > 1`` call). ``index_of(position)`` maps
     a position in ``current`` to the call's issue index for messages (the
-    position itself by default).
+    position itself by default). ``unseeded(new)``: whether this run's call
+    carried no seed after pinning, so that a changed output under the same
+    backend identity only varied (none by default).
     """
     same = same_output or (lambda old, new: same_answers(old, new, str.__eq__))
     position_of = {id(entry): position for position, entry in enumerate(current)}
@@ -221,6 +231,17 @@ def judge(
                 judgement.model_changes.append(change)
             continue
         change.diff = diff(answer_text(old), answer_text(new))
+        if not fingerprint_changed and unseeded is not None and unseeded(new):
+            judgement.divergence = Divergence(
+                "varied",
+                f"{where}: the output varied (no seed){model_note(change)}:\n{change.diff}",
+                position,
+                change,
+                old,
+                new,
+            )
+            _consequences(judgement, paired[step + 1 :], index_of=index_of, position_of=position_of)
+            return judgement
         if not fingerprint_changed:
             judgement.divergence = Divergence(
                 "output",
@@ -263,6 +284,46 @@ def _consequences(
         judgement.consequences.append(f"{extra_now} call(s) more than the snapshot")
     if extra_before:
         judgement.consequences.append(f"{extra_before} call(s) fewer than the snapshot")
+
+
+#: Output lines that are calls, not text: under a tolerance they stay exact (``answers.py`` writes them).
+_CALL_LINES = ("tool_call ", "function_call: ")
+
+
+def split_calls(text: str) -> tuple[str, list[str]]:
+    """An output's text without its tool-call lines, and those lines in order."""
+    lines = text.split("\n")
+    calls = [line for line in lines if line.startswith(_CALL_LINES)]
+    return "\n".join(line for line in lines if not line.startswith(_CALL_LINES)), calls
+
+
+def _parsed(text: str) -> tuple[bool, Any]:
+    """``(True, value)`` for a JSON object or array (structured output); a bare word or number is text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False, None
+    return isinstance(value, dict | list), value
+
+
+def tolerance_score(expected: str, actual: str, similarity: Callable[[str, str], float]) -> float:
+    """How alike two outputs are under ``llm_tolerance``, from 0.0 to 1.0.
+
+    Tool-call lines stay exact: any difference there scores 0.0. Texts that
+    both parse as JSON (structured output) and are equal parsed score 1.0;
+    otherwise ``similarity`` of the texts (without the tool-call lines) decides.
+    """
+    if expected == actual:
+        return 1.0
+    old_text, old_calls = split_calls(expected)
+    new_text, new_calls = split_calls(actual)
+    if old_calls != new_calls:
+        return 0.0
+    old_ok, old_value = _parsed(old_text)
+    new_ok, new_value = _parsed(new_text)
+    if old_ok and new_ok and old_value == new_value:
+        return 1.0
+    return float(similarity(old_text, new_text))
 
 
 def _text(value: Any) -> str | None:

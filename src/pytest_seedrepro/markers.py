@@ -1,8 +1,9 @@
-"""The ``seed``, ``llm_params`` and ``on_fingerprint_change`` markers: validation and resolution.
+"""The ``seed``, ``llm_params``, ``on_fingerprint_change`` and ``llm_tolerance`` markers.
 
-Markers work on functions, classes and modules. ``item.iter_markers`` yields
-the nearest first, so the nearest ``seed`` and ``on_fingerprint_change`` win,
-and ``llm_params`` are merged from the farthest to the nearest, key by key.
+Validation and resolution. Markers work on functions, classes and modules.
+``item.iter_markers`` yields the nearest first, so the nearest ``seed``,
+``on_fingerprint_change`` and ``llm_tolerance`` win, and ``llm_params`` are
+merged from the farthest to the nearest, key by key.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from pytest_seedrepro.options import POLICIES
 
 MARKER_LINES = (
     "seed(n, ...): pin the seed of this test's LLM requests to the integer n; several seeds run the "
-    "test once per seed, ids [seed=n] (pytest-seedrepro)",
+    "test once per seed, ids [seed=n]; seed(None) sends no seed, for a model that ignores it "
+    "(pytest-seedrepro)",
     "llm_params(**params): pin request parameters of this test's LLM requests, e.g. "
     "llm_params(model='gpt-4o-mini', temperature=0) (pytest-seedrepro)",
     "on_fingerprint_change(policy): 'skip', 'warn' or 'fail' when system_fingerprint changed "
     "and the output with it (pytest-seedrepro)",
+    "llm_tolerance(similarity): outputs at least this similar (above 0, at most 1) count as equal; "
+    "JSON is compared parsed, tool calls stay exact (pytest-seedrepro)",
     "min_identical(share): with --seedrepro-repeat, fail when fewer than this share (0 to 1) of each "
     "call's answers equal its first (pytest-seedrepro)",
 )
@@ -40,14 +44,18 @@ class Pins:
     policy: str | None = None
     #: ``min_identical``: the share of repeated answers that must equal the first.
     min_identical: float | None = None
+    #: ``seed(None)``: the requests carry no seed (none filled in, the call's own removed).
+    no_seed: bool = False
+    #: ``llm_tolerance``: the similarity at which two outputs count as equal.
+    tolerance: float | None = None
 
 
 def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def seeds_of(mark: pytest.Mark) -> tuple[int, ...]:
-    """The seeds a ``seed`` marker gives: one (``seed(7)``) or a matrix (``seed(1, 2, 3)``)."""
+def seeds_of(mark: pytest.Mark) -> tuple[int | None, ...]:
+    """The seeds of a ``seed`` marker: one (``seed(7)``), a matrix (``seed(1, 2)``), none (``seed(None)``)."""
     args = list(mark.args)
     if "seed" in mark.kwargs:
         args.append(mark.kwargs["seed"])
@@ -55,6 +63,12 @@ def seeds_of(mark: pytest.Mark) -> tuple[int, ...]:
     if extra or not args:
         raise MarkerError(
             f"@pytest.mark.seed takes one or more integers, got args={mark.args!r} kwargs={mark.kwargs!r}"
+        )
+    if None in args:
+        if len(args) == 1:
+            return (None,)
+        raise MarkerError(
+            f"@pytest.mark.seed(None) pins no seed: it cannot be part of a seed matrix, got {tuple(args)!r}"
         )
     for value in args:
         # bool is an int subclass, but seed(True) is certainly a mistake.
@@ -74,9 +88,10 @@ def matrix_seeds(node: Any) -> tuple[int, ...] | None:
     if mark is None or len(mark.args) < 2:
         return None
     try:
-        return seeds_of(mark)
+        seeds = seeds_of(mark)
     except MarkerError:
         return None
+    return tuple(seed for seed in seeds if seed is not None)  # a matrix has no None (seeds_of refuses it)
 
 
 def _params(mark: pytest.Mark) -> dict[str, Any]:
@@ -121,6 +136,19 @@ def _min_identical(mark: pytest.Mark) -> float:
     return float(value)
 
 
+def _tolerance(mark: pytest.Mark) -> float:
+    args = list(mark.args)
+    if "similarity" in mark.kwargs:
+        args.append(mark.kwargs["similarity"])
+    value = args[0] if len(args) == 1 and not set(mark.kwargs) - {"similarity"} else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        shown = _describe(value) if len(args) == 1 else f"args={mark.args!r} kwargs={mark.kwargs!r}"
+        raise MarkerError(
+            f"@pytest.mark.llm_tolerance takes one similarity above 0 and at most 1 (e.g. 0.9), got {shown}"
+        )
+    return float(value)
+
+
 def resolve(node: pytest.Item) -> Pins:
     """The pins of ``node``, marks given with ``pytest.param(marks=...)`` included; raises ``MarkerError``."""
     seed_marks = list(node.iter_markers("seed"))
@@ -133,10 +161,16 @@ def resolve(node: pytest.Item) -> Pins:
     for mark in policy_marks:
         _policy(mark)
     gate = node.get_closest_marker("min_identical")
+    tolerance_marks = list(node.iter_markers("llm_tolerance"))
+    for mark in tolerance_marks:
+        _tolerance(mark)
+    seed = seeds_of(seed_marks[0])[0] if seed_marks else None
     return Pins(
         min_identical=_min_identical(gate) if gate is not None else None,
         # For a seed matrix, the fixture takes each test's own seed from its parameter.
-        seed=seeds_of(seed_marks[0])[0] if seed_marks else None,
+        seed=seed,
         params=params,
         policy=_policy(policy_marks[0]) if policy_marks else None,
+        no_seed=bool(seed_marks) and seed is None,
+        tolerance=_tolerance(tolerance_marks[0]) if tolerance_marks else None,
     )

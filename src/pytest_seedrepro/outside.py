@@ -238,6 +238,7 @@ class _FixtureSetup:
             body, _ = pin_body(
                 body,
                 marker_seed=self.pins.seed,
+                no_seed=self.pins.no_seed,
                 default_seed=self.run.settings.default_seed,
                 params=self.pins.params,
             )

@@ -7,13 +7,20 @@ from typing import Any
 
 
 def pin_body(
-    body: Mapping[str, Any], *, marker_seed: int | None, default_seed: int, params: Mapping[str, Any]
+    body: Mapping[str, Any],
+    *,
+    marker_seed: int | None,
+    default_seed: int,
+    params: Mapping[str, Any],
+    no_seed: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """Return the pinned body and the keys whose call-given values a marker overrode.
 
     Marker values (``seed`` marker, ``llm_params``) always win over what the call
     passed. The default seed only fills in a request that has no seed of its own:
-    code that chose a seed on purpose keeps it.
+    code that chose a seed on purpose keeps it. ``no_seed`` (``seed(None)``, for
+    a model that ignores seeds) pins "no seed": none is filled in, and a seed
+    the call passed is removed.
     """
     pinned = dict(body)
     overridden: list[str] = []
@@ -21,7 +28,10 @@ def pin_body(
         if key in pinned and pinned[key] != value:
             overridden.append(key)
         pinned[key] = value
-    if marker_seed is not None:
+    if no_seed:
+        if pinned.pop("seed", None) is not None:
+            overridden.append("seed")
+    elif marker_seed is not None:
         if pinned.get("seed") is not None and pinned["seed"] != marker_seed:
             overridden.append("seed")
         pinned["seed"] = marker_seed

@@ -65,6 +65,10 @@ class RunSummary:
         self.model_changes: list[tuple[str, int, str, str]] = []
         #: Calls answered with a recorded client error: (nodeid, call, status, message's first line).
         self.client_errors: list[tuple[str, int, int, str]] = []
+        #: Unseeded calls whose output varied under the same backend: (nodeid, call).
+        self.varied: list[tuple[str, int]] = []
+        #: Calls counted equal under llm_tolerance, not exactly: (nodeid, call, similarity, threshold).
+        self.tolerated: list[tuple[str, int, float, float]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Fold a call-phase report in (on the controller under xdist, in-process otherwise)."""
@@ -169,6 +173,11 @@ class RunSummary:
                 {"test": t, "call": call, "status": status, "message": message}
                 for t, call, status, message in self.client_errors
             ],
+            "varied": [{"test": t, "call": call} for t, call in self.varied],
+            "within_tolerance": [
+                {"test": t, "call": call, "similarity": similarity, "threshold": threshold}
+                for t, call, similarity, threshold in self.tolerated
+            ],
             **({"repeat": [{"test": t, **f} for t, f in self.repeat]} if self.repeat else {}),
         }
 
@@ -208,6 +217,11 @@ class RunSummary:
             self.client_errors.append(
                 (nodeid, int(error["call"]), int(error["status"]), str(error["message"]))
             )
+        self.varied.extend((nodeid, int(call)) for call in data.get("varied", []))
+        for passed in data.get("tolerance", []):
+            self.tolerated.append(
+                (nodeid, int(passed["call"]), float(passed["similarity"]), float(passed["threshold"]))
+            )
 
     def lines(self) -> list[str]:
         """The section's text."""
@@ -246,6 +260,11 @@ class RunSummary:
         # A client error the app caught passes the test: listed, so it is not silent.
         for nodeid, call, status, message in self.client_errors:
             out.append(f"client error: {nodeid} call {call}: {status} {message}".rstrip())
+        # Passes that are not exact: listed, so a sampled answer or a near miss is not silent.
+        for nodeid, call in self.varied:
+            out.append(f"varied (no seed): {nodeid} call {call}")
+        for nodeid, call, similarity, threshold in self.tolerated:
+            out.append(f"within tolerance: {nodeid} call {call}: {similarity:.2f} >= {threshold:.2f}")
         out.extend(self.repeat_table())
         return out
 

@@ -131,6 +131,10 @@ class TestState:
     explain: bool = False
     #: The first divergence from the snapshot, as data (``verdict._divergence_view``), for the reports.
     divergence: dict[str, Any] | None = None
+    #: Unseeded calls whose output varied under the same backend identity (their indexes).
+    varied: list[int] = field(default_factory=list)
+    #: Calls counted equal under ``llm_tolerance``, not exactly: ``{"call", "similarity", "threshold"}``.
+    tolerated: list[dict[str, Any]] = field(default_factory=list)
     #: ``--seedrepro-repeat``: the figures of each repeated call (``repeat.RepeatFigures``).
     repeat_figures: list[Any] = field(default_factory=list)
     #: Parses the streams the code under test left unfinished (``intercept.ActiveTest.settle``).

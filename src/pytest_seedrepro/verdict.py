@@ -11,6 +11,11 @@ changed                               pass, noted   the policy: skip/warn/fail
 no snapshot yet                       fail: run with ``--snapshot-update``
 ====================================  ============  =========================
 
+A call that carried no seed (the Responses API, ``seed(None)``) and whose
+output differs under the same fingerprint *varied*: the test's assertions
+decide, and it is listed. Under ``@pytest.mark.llm_tolerance`` "output equal"
+means at least that similar (``judgement.tolerance_score``).
+
 It runs inside the call phase (a ``pytest_runtest_call`` wrapper), after the
 body, so every call was made and recorded before a skip, and a
 ``SeedReproFingerprintWarning`` is an ordinary warning of the test (an error
@@ -116,6 +121,17 @@ def _repeat_figures(item: pytest.Item, state: TestState) -> None:
             pytest.fail(message, pytrace=False)
 
 
+def _similarity(item: pytest.Item, call: Call) -> Callable[[str, str], float]:
+    """How alike two outputs of ``call`` are: ``pytest_seedrepro_similarity`` if it answers, else difflib."""
+    from pytest_seedrepro import repeat
+
+    def measure(a: str, b: str) -> float:
+        given = item.ihook.pytest_seedrepro_similarity(a=a, b=b, call=call)
+        return repeat.difflib_similarity(a, b) if given is None else float(given)
+
+    return measure
+
+
 def problem_lines(nodeid: str, calls: list[Call]) -> list[str]:
     """One line per call that has no usable answer: the cause, and for a missing recording what to do."""
     return [f"seedrepro: {nodeid}: call {call.index}: {call.error}" for call in calls if call.error]
@@ -202,17 +218,27 @@ def _judge(
 
     call_of = {id(entry): call for entry, call in zip(current, ordered, strict=True)}
     equivalent: list[bool] = []  # a hook called a different output equal: the snapshot would change
+    threshold = state.pins.tolerance
+    tolerated: dict[int, float] = {}  # call index -> its lowest score among choices not exactly equal
 
     def same_output(old: dict[str, Any], new: dict[str, Any]) -> bool:
         call = call_of[id(new)]
+        scores: list[float] = []
 
         def same_text(expected: str, actual: str) -> bool:  # the compare hook, per choice
             verdict = item.ihook.pytest_seedrepro_compare(expected=expected, actual=actual, call=call)
             if verdict is not None and bool(verdict) and expected != actual:
                 equivalent.append(True)
+            if verdict is None and threshold is not None and expected != actual:
+                score = judgement.tolerance_score(expected, actual, _similarity(item, call))
+                scores.append(score)
+                return score >= threshold
             return (expected == actual) if verdict is None else bool(verdict)
 
-        return judgement.same_answers(old, new, same_text)
+        same = judgement.same_answers(old, new, same_text)
+        if same and scores:
+            tolerated[call.index] = min(scores)
+        return same
 
     found = judgement.judge(
         stored,
@@ -220,14 +246,36 @@ def _judge(
         threaded=from_threads(state.calls),
         same_output=same_output,
         index_of=lambda position: ordered[position].index,
+        # No seed after pinning (the Responses API, seed(None)): each answer is a fresh sample.
+        unseeded=lambda new: call_of[id(new)].pinned and "seed" not in call_of[id(new)].request,
     )
     state.fingerprint_changes.extend(found.noted)
     state.model_changes.extend(found.model_changes)
     divergence = found.divergence
+    # Only the calls the walk judged equal (a varied call's consequences are not judged).
+    judged = divergence.position if divergence is not None and divergence.position is not None else None
+    state.tolerated = [
+        {"call": index, "similarity": score, "threshold": threshold}
+        for index, score in sorted(tolerated.items())
+        if judged is None or index < ordered[judged].index
+    ]
     if divergence is not None:
         state.divergence = _divergence_view(divergence, found.consequences)
-    if divergence is None:
-        state.verdict = "fingerprint-changed" if found.noted else "equivalent" if equivalent else "identical"
+    if divergence is None or divergence.kind == "varied":
+        if divergence is not None:
+            assert divergence.change is not None
+            state.varied = [divergence.change.index]
+        state.verdict = (
+            "varied"
+            if divergence is not None
+            else "fingerprint-changed"
+            if found.noted
+            else "equivalent"
+            if equivalent
+            else "tolerated"
+            if state.tolerated
+            else "identical"
+        )
         return
     if divergence.kind != "backend":
         state.verdict = "regression"  # nothing is written; the snapshot is kept as it is
@@ -341,6 +389,8 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         "unpinned": sum(1 for c in state.calls if not c.pinned),
         "no_seed": sum(1 for c in state.calls if c.pinned and is_responses(c.endpoint)),
         "repeat": [f.as_dict() for f in state.repeat_figures],
+        "varied": list(state.varied),
+        "tolerance": list(state.tolerated),
         "seed": state.calls[0].seed if state.calls else state.pins.seed,
         "params": state.pins.params,
         "models": sorted({c.model for c in calls if c.model}),
