@@ -41,6 +41,9 @@ CASES: dict[str, tuple[decision.Verdict, bool, str | None]] = {
     "set-up failure": ("unjudged", True, "setup"),
     "body failure": ("unjudged", True, "body"),
     "tear-down failure": ("identical", True, "teardown"),
+    # @pytest.mark.draws: fewer draws passed than the gate asks (the recording changed in record/rerecord).
+    "draws gate failed": ("draws-failed", True, None),
+    "draws gate failed, snapshot differs": ("draws-failed", False, None),
 }
 
 #                                         replay        record            rerecord          live
@@ -61,6 +64,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "set-up failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
     "body failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
     "tear-down failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
+    "draws gate failed": ("-", "-", "-:draws", "-:draws", "-:draws", "-:draws", "-", "-"),
+    "draws gate failed, snapshot differs": (
+        "-", "-", "-:draws", "-:draws", "-:draws", "-:draws", "-:draws", "-:draws",
+    ),
 }
 
 TABLE = [
@@ -81,7 +88,7 @@ def _cell(writes: decision.Writes) -> str:
 def test_the_table_covers_every_case_mode_and_flag() -> None:
     assert set(EXPECTED) == set(CASES)
     assert {verdict for verdict, _, _ in CASES.values()} == set(decision.VERDICTS)
-    assert len(TABLE) == len(CASES) * len(MODES) * 2 == 120
+    assert len(TABLE) == len(CASES) * len(MODES) * 2 == 136
 
 
 @pytest.mark.parametrize(("case", "mode", "update", "expected"), TABLE)
@@ -108,6 +115,8 @@ def test_what_a_test_writes(case: str, mode: decision.Mode, update: bool, expect
     # Rendering the snapshot to compare it costs time: only a passing record/rerecord run
     # with a changed recording and no --snapshot-update needs to know.
     needs_it = verdict == "identical" and failing is None and not update and mode in ("record", "rerecord")
+    # A failed draws gate leaves its changes pending: live has no recording, so only the snapshot tells.
+    needs_it = needs_it or (verdict == "draws-failed" and mode == "live")
     assert bool(asked) == needs_it
 
 
@@ -130,7 +139,7 @@ def test_a_failure_in_any_phase_writes_nothing_whatever_the_verdict(failing: str
         assert (writes.write_recording, writes.write_snapshot, writes.pending) == (False, False, None)
         assert writes.keep_snapshot
         seen += 1
-    assert seen == 11 * 4 * 2 * 2
+    assert seen == 12 * 4 * 2 * 2
 
 
 @pytest.mark.parametrize("verdict", ["identical", "new", "no-calls", "unjudged"])
@@ -169,6 +178,7 @@ def test_a_recording_that_did_not_change_is_not_written_and_nothing_is_rendered(
         ("failed", "drift-warn", False),  # the warning made an error (-W error)
         ("skipped", "drift-skip", False),
         ("passed", "drift-warn", False),
+        ("failed", "draws-failed", False),  # the draws gate's own failure
     ],
 )
 def test_which_call_phase_outcome_is_the_bodys(
