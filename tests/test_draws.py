@@ -257,3 +257,117 @@ def test_seedrepro_repeat_with_draws_is_one_usage_line(suite: pytest.Pytester, l
     )
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
     assert not llm_server.requests
+
+
+BREAKABLE = """
+import os
+import pytest
+
+@pytest.mark.draws(3)
+def test_chat(seeded_llm):
+    seeded_llm.complete("hello")
+    assert not (os.environ.get("BREAK_DRAW") == str(seeded_llm.draw)), "broken draw"
+"""
+
+
+@pytest.mark.parametrize("backend_changed", [True, False])
+def test_below_the_gate_a_changed_backend_gets_the_policy_and_the_same_backend_fails(
+    suite: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, backend_changed: bool
+) -> None:
+    suite.makepyfile(test_it=BREAKABLE)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    snapshot = suite.path / "__snapshots__" / "test_it" / "test_chat.llm.yaml"
+    cassette = suite.path / "cassettes" / "test_it" / "test_chat.yaml"
+    files = snapshot.read_bytes(), cassette.read_bytes()
+    llm_server.variant = "retrained"
+    if backend_changed:
+        llm_server.fingerprint = "fp_new"
+    monkeypatch.setenv("BREAK_DRAW", "1")
+    result = suite.runpytest("--seedrepro-mode=rerecord", "-rs")
+    if backend_changed:
+        result.assert_outcomes(skipped=1)  # the default policy, skip
+        result.stdout.fnmatch_lines(["*seedrepro: test_it.py::test_chat: the backend changed and the output with it*"])
+        result = suite.runpytest("--seedrepro-mode=rerecord", "--seedrepro-on-fingerprint-change=fail")
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["seedrepro: test_it.py::test_chat: the backend changed and the output with it*"])
+    else:
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            ["seedrepro: test_it.py::test_chat: 2/3 draws passed (min_pass 1.0)", "the first failing draw (1):"]
+        )
+        assert "output changed" not in result.stdout.str()
+    assert (snapshot.read_bytes(), cassette.read_bytes()) == files  # nothing written
+
+
+def test_each_draw_gets_fresh_function_fixtures_and_shares_the_others(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(
+        test_it="""
+        import pytest
+
+        EVENTS = []
+
+        @pytest.fixture(scope="module")
+        def shared():
+            EVENTS.append("module up")
+            yield object()
+            EVENTS.append("module down")
+
+        @pytest.fixture
+        def fresh():
+            EVENTS.append("function up")
+            yield object()
+            EVENTS.append("function down")
+
+        SEEN = []
+
+        @pytest.mark.draws(3)
+        def test_drawn(seeded_llm, shared, fresh):
+            SEEN.append((seeded_llm.draw, id(shared), id(fresh), id(seeded_llm)))
+            seeded_llm.complete("hi")
+
+        def test_after():
+            assert EVENTS == ["module up"] + ["function up", "function down"] * 3
+            assert [draw for draw, *_ in SEEN] == [0, 1, 2]
+            assert len({shared for _, shared, _, _ in SEEN}) == 1
+            assert len({llm for *_, llm in SEEN}) == 3
+        """
+    )
+    suite.runpytest("--seedrepro-mode=live", "--snapshot-update").assert_outcomes(passed=2)
+
+
+def test_only_drifted_refreshes_a_drifted_draws_test(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+    suite.makepyfile(
+        test_it="""
+        import pytest
+
+        @pytest.mark.draws(2)
+        def test_drawn(seeded_llm):
+            seeded_llm.complete("a")
+
+        def test_b(seeded_llm):
+            seeded_llm.complete("b")
+        """
+    )
+    live = "--seedrepro-mode=live"
+    suite.runpytest(live, "--snapshot-update").assert_outcomes(passed=2)
+    llm_server.fingerprint, llm_server.variant = "fp_test_2", "new backend"
+    suite.runpytest(live, "--seedrepro-on-fingerprint-change=skip", "-k", "drawn").assert_outcomes(
+        skipped=1, deselected=1
+    )
+    result = suite.runpytest(live, "--snapshot-update", "--seedrepro-only-drifted", "-v")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["test_it.py::test_drawn PASSED (2/2 draws)*"])
+    suite.runpytest(live).assert_outcomes(passed=1, skipped=1)  # test_b was not refreshed
+
+
+def test_the_html_report_shows_the_draws(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+    suite.makepyfile(test_it=CHAT.format(min_pass=0.8, prompt=PROMPT))
+    suite.runpytest("--seedrepro-mode=live", "--snapshot-update", "--seedrepro-html=r.html").assert_outcomes(
+        passed=1
+    )
+    page = (suite.path / "r.html").read_text()
+    assert "<h2>Draws</h2>" in page
+    assert "<td><code>test_it.py::test_chat</code></td><td>4/5</td><td>0.8</td>" in page
+    assert "3: failed" in page
