@@ -66,7 +66,14 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "tear-down failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
     "draws gate failed": ("-", "-", "-:draws", "-:draws", "-:draws", "-:draws", "-", "-"),
     "draws gate failed, snapshot differs": (
-        "-", "-", "-:draws", "-:draws", "-:draws", "-:draws", "-:draws", "-:draws",
+        "-",
+        "-",
+        "-:draws",
+        "-:draws",
+        "-:draws",
+        "-:draws",
+        "-:draws",
+        "-:draws",
     ),
 }
 

@@ -48,7 +48,11 @@ def test_responses_draws_are_recorded_once_and_replayed_offline_with_the_same_fi
     result.stdout.fnmatch_lines(["test_it.py::test_sample PASSED (4/5 draws)*"])
     recorded = _outputs(suite)
     expected = [
-        json.dumps(llm_server.expected_text(seed=None, model="gpt-4o-mini", temperature=None, prompt=PROMPT, sample=k))
+        json.dumps(
+            llm_server.expected_text(
+                seed=None, model="gpt-4o-mini", temperature=None, prompt=PROMPT, sample=k
+            )
+        )
         for k in range(5)
     ]
     assert [recorded[f"draw-{k}.json"] for k in range(5)] == expected
@@ -99,7 +103,9 @@ def test_the_gate_on_seeded_chat(
     assert not (suite.path / "cassettes").exists() and not (suite.path / "__snapshots__").exists()
 
 
-def test_seeds_are_distinct_across_draws_and_a_seed_matrix(suite: pytest.Pytester, llm_server: LLMServer) -> None:
+def test_seeds_are_distinct_across_draws_and_a_seed_matrix(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
     suite.makepyfile(
         test_it="""
         import pytest
@@ -132,10 +138,16 @@ def test_plain(seeded_llm):
 """
     )
     result = suite.runpytest("--seedrepro-mode=live", "--snapshot-update", "-n", "2", "--junitxml=junit.xml")
-    result.assert_outcomes(passed=2, failed=1)
-    cases = ET.parse(suite.path / "junit.xml").getroot().iter("testcase")
+    result.assert_outcomes(passed=2, failed=1)  # counted from the logged reports: one triple per test
+    assert len(llm_server.requests) == 5 + 4 + 1
+    cases = list(ET.parse(suite.path / "junit.xml").getroot().iter("testcase"))
     outcomes = {case.get("name"): [child.tag for child in case] for case in cases}
     assert outcomes == {"test_chat": ["failure"], "test_other": [], "test_plain": []}
+    failure = next(case for case in cases if case.get("name") == "test_chat").find("failure")
+    assert failure is not None
+    assert "seedrepro: test_it.py::test_chat: 4/5 draws passed (min_pass 1.0)" in (
+        failure.get("message") or ""
+    )
 
 
 def test_the_json_report_has_the_draws_figures(suite: pytest.Pytester, llm_server: LLMServer) -> None:
@@ -186,12 +198,18 @@ def test_a_recording_of_another_number_of_draws_fails_with_the_command_that_reco
         ("draws(0)", "@pytest.mark.draws takes a whole number of draws n >= 1, got 0 (int)"),
         ("draws('3')", "@pytest.mark.draws takes a whole number of draws n >= 1, got '3' (str)"),
         ("draws(True)", "@pytest.mark.draws takes a whole number of draws n >= 1, got True (bool)"),
-        ("draws(3, min_pass=0)", "@pytest.mark.draws takes a min_pass above 0 and at most 1 (e.g. 0.8), got 0 (int)"),
+        (
+            "draws(3, min_pass=0)",
+            "@pytest.mark.draws takes a min_pass above 0 and at most 1 (e.g. 0.8), got 0 (int)",
+        ),
         (
             "draws(3, min_pass=1.5)",
             "@pytest.mark.draws takes a min_pass above 0 and at most 1 (e.g. 0.8), got 1.5 (float)",
         ),
-        ("draws()", "@pytest.mark.draws takes n and min_pass (e.g. draws(5, min_pass=0.8)), got args=() kwargs={}"),
+        (
+            "draws()",
+            "@pytest.mark.draws takes n and min_pass (e.g. draws(5, min_pass=0.8)), got args=() kwargs={}",
+        ),
     ],
 )
 def test_bad_marker_values_are_one_line_errors_at_set_up(
@@ -215,7 +233,9 @@ def test_bad_marker_values_are_one_line_errors_at_set_up(
 
 def test_the_marker_is_registered(suite: pytest.Pytester, llm_server: LLMServer) -> None:
     suite.makepyfile(test_it=CHAT.format(min_pass=0.8, prompt=PROMPT))
-    suite.runpytest("--seedrepro-mode=live", "--snapshot-update", "--strict-markers").assert_outcomes(passed=1)
+    suite.runpytest("--seedrepro-mode=live", "--snapshot-update", "--strict-markers").assert_outcomes(
+        passed=1
+    )
 
 
 def test_snapshot_update_accepts_every_draw_together(suite: pytest.Pytester, llm_server: LLMServer) -> None:
@@ -286,14 +306,21 @@ def test_below_the_gate_a_changed_backend_gets_the_policy_and_the_same_backend_f
     result = suite.runpytest("--seedrepro-mode=rerecord", "-rs")
     if backend_changed:
         result.assert_outcomes(skipped=1)  # the default policy, skip
-        result.stdout.fnmatch_lines(["*seedrepro: test_it.py::test_chat: the backend changed and the output with it*"])
+        result.stdout.fnmatch_lines(
+            ["*seedrepro: test_it.py::test_chat: the backend changed and the output with it*"]
+        )
         result = suite.runpytest("--seedrepro-mode=rerecord", "--seedrepro-on-fingerprint-change=fail")
         result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(["seedrepro: test_it.py::test_chat: the backend changed and the output with it*"])
+        result.stdout.fnmatch_lines(
+            ["seedrepro: test_it.py::test_chat: the backend changed and the output with it*"]
+        )
     else:
         result.assert_outcomes(failed=1)
         result.stdout.fnmatch_lines(
-            ["seedrepro: test_it.py::test_chat: 2/3 draws passed (min_pass 1.0)", "the first failing draw (1):"]
+            [
+                "seedrepro: test_it.py::test_chat: 2/3 draws passed (min_pass 1.0)",
+                "the first failing draw (1):",
+            ]
         )
         assert "output changed" not in result.stdout.str()
     assert (snapshot.read_bytes(), cassette.read_bytes()) == files  # nothing written

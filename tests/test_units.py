@@ -1084,9 +1084,20 @@ def test_stable_ids_follow_a_stored_response_retrieved_or_deleted_by_its_id() ->
 
 @pytest.mark.parametrize(
     ("n", "min_pass", "required"),
-    [(25, 0.28, 7), (5, 0.8, 4), (5, 1.0, 5), (5, 1, 5), (3, 0.5, 2), (10, 0.3, 3), (100, 0.07, 7), (1, 0.01, 1)],
+    [
+        (25, 0.28, 7),
+        (5, 0.8, 4),
+        (5, 1.0, 5),
+        (5, 1, 5),
+        (3, 0.5, 2),
+        (10, 0.3, 3),
+        (100, 0.07, 7),
+        (1, 0.01, 1),
+    ],
 )
-def test_draws_needed_is_ceil_of_min_pass_times_n_computed_exactly(n: int, min_pass: float, required: int) -> None:
+def test_draws_needed_is_ceil_of_min_pass_times_n_computed_exactly(
+    n: int, min_pass: float, required: int
+) -> None:
     # 0.28 * 25 is 7.000000000000001 in floats (ceil 8), 0.07 * 100 is 7.000000000000001 too.
     mark = pytest.mark.draws(n, min_pass=min_pass).mark
     got_n, share, text = markers.draws_of(mark)

@@ -146,9 +146,9 @@ def run(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     teardown = next((r for r in teardowns if r.failed), teardowns[-1])
     call = calls[-1] if setup.passed and calls else None
     _finish(item, running, setup, call, teardown)
-    for report in (setup, call, teardown):
-        if report is not None:
-            ihook.pytest_runtest_logreport(report=report)
+    for logged in (setup, call, teardown):
+        if logged is not None:
+            ihook.pytest_runtest_logreport(report=logged)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 
@@ -183,9 +183,8 @@ def _finish(
 
 def _outcomes_text(running: DrawsRun) -> str:
     lines = [f"draw {draw}: {outcome}" for draw, outcome in enumerate(running.outcomes)]
-    lines.append(
-        f"{running.passed}/{running.n} draws passed; {running.required} needed (min_pass {running.min_pass_text})"
-    )
+    figures = f"{running.passed}/{running.n} draws passed; {running.required} needed"
+    lines.append(f"{figures} (min_pass {running.min_pass_text})")
     return "\n".join(lines)
 
 
@@ -225,7 +224,9 @@ def call_phase(item: pytest.Item, state: TestState, running: DrawsRun) -> Genera
         _judge(item, state, running)
 
 
-def _failure_text(item: pytest.Item, state: TestState, error: BaseException | None, problems: list[str]) -> str:
+def _failure_text(
+    item: pytest.Item, state: TestState, error: BaseException | None, problems: list[str]
+) -> str:
     """A draw's error as the report would show it (the plugin's lines for a call it explained)."""
     if error is None or (id(error) in state.raised and problems):
         return "\n".join(problems)

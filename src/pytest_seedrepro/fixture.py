@@ -17,8 +17,8 @@ import pytest
 
 from pytest_seedrepro import draws, markers
 from pytest_seedrepro.calls import Call, is_pinnable, is_recorded_error, is_responses
-from pytest_seedrepro.pinning import pin_body, pin_responses_body
 from pytest_seedrepro.options import record_command
+from pytest_seedrepro.pinning import pin_body, pin_responses_body
 from pytest_seedrepro.session import DRAWS_RUN, RUN_STATE, TEST_STATE, RunState, TestState, http_module
 from pytest_seedrepro.warnings import SeedReproWarning
 

@@ -185,9 +185,13 @@ def resolve(node: pytest.Item) -> Pins:
         _policy(mark)
     gate = node.get_closest_marker("min_identical")
     draws_mark = node.get_closest_marker("draws")
-    draws = draws_of(draws_mark) if draws_mark is not None else None
+    draws, min_pass, min_pass_text = (
+        draws_of(draws_mark) if draws_mark is not None else (None, Fraction(1), "1.0")
+    )
     return Pins(
-        **({"draws": draws[0], "min_pass": draws[1], "min_pass_text": draws[2]} if draws else {}),
+        draws=draws,
+        min_pass=min_pass,
+        min_pass_text=min_pass_text,
         min_identical=_min_identical(gate) if gate is not None else None,
         # For a seed matrix, the fixture takes each test's own seed from its parameter.
         seed=seeds_of(seed_marks[0])[0] if seed_marks else None,

@@ -194,7 +194,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     # A draws test's outcome line shows its figures: "PASSED (4/5 draws)".
     if report.when != "call" or not isinstance(getattr(report, "seedrepro", None), dict):
         return None
-    figures = report.seedrepro.get("draws")  # type: ignore[attr-defined]
+    figures = report.seedrepro.get("draws")
     if not figures or getattr(report, "wasxfail", None) is not None:
         return None
     shown = f"({figures['passed']}/{figures['n']} draws)"
