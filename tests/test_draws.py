@@ -353,6 +353,8 @@ def test_each_draw_gets_fresh_function_fixtures_and_shares_the_others(
         def test_drawn(seeded_llm, shared, fresh):
             SEEN.append((seeded_llm.draw, id(shared), id(fresh), id(seeded_llm)))
             seeded_llm.complete("hi")
+            assert [call.index for call in seeded_llm.draw_calls] == [seeded_llm.draw]
+            assert len(seeded_llm.calls) == seeded_llm.draw + 1  # every draw's calls so far
 
         def test_after():
             assert EVENTS == ["module up"] + ["function up", "function down"] * 3
