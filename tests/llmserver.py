@@ -27,6 +27,10 @@ that every input and a change of ``variant`` (a "backend change") change them as
 - ``n`` (chat and legacy completions) answers that many choices; choice ``k``'s text is
   :func:`generate_text` with ``choice=k`` (choice 0 is the answer without ``n``), and a stream
   interleaves the choices' chunks, each under its ``index``;
+- ``sample_unseeded`` (off by default): the Responses API, which takes no seed, answers like a sampling
+  model: each of its answers mixes in how many Responses API answers this knob has given so far (from 0,
+  kept across ``stop()``/``start()``, cleared by :meth:`LLMServer.reset`), so identical requests get
+  different answers; ``expected_text(..., sample=k)`` computes the k-th;
 - chat and legacy completions stream as ``data:`` chunks ending with ``data: [DONE]``; the Responses API
   streams named events (``event:`` + ``data:``) ending with ``response.completed``.
 
@@ -166,6 +170,11 @@ def default_response_headers() -> dict[str, str]:
         "x-request-id": FRESH_REQUEST_ID,
         "openai-processing-ms": "12",
     }
+
+
+def _sampled(variant: str, sample: int) -> str:
+    """The variant of the ``sample``-th answer under ``sample_unseeded``."""
+    return f"{variant}#sample{sample}"
 
 
 def _canonical_json(value: object) -> str:
@@ -610,6 +619,7 @@ class _Settings:
     gzip: bool
     edit_content: Callable[[str], str] | None
     response_headers: dict[str, str]
+    sample_unseeded: bool = False
 
 
 class _AbortConnection(Exception):
@@ -776,6 +786,8 @@ class LLMServer:
         self.model_override: str | None = None
         self.gzip: bool = True
         self.response_headers: dict[str, str] = default_response_headers()
+        self.sample_unseeded: bool = False
+        self._samples = 0
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -931,13 +943,14 @@ class LLMServer:
         prompt: str | None = None,
         max_tokens: int | None = None,
         choice: int = 0,
+        sample: int | None = None,
     ) -> str:
         """The text the server answers for these inputs under the current ``variant``.
 
         Chat: pass ``messages``.  Legacy completions: pass ``prompt``.  Responses API: pass
         ``seed=None`` and the string ``input`` as ``prompt`` (or a list ``input`` as ``messages``),
         ``max_output_tokens`` as ``max_tokens``.  ``choice``: the index of a choice of an ``n > 1``
-        answer.
+        answer.  ``sample``: under ``sample_unseeded``, the Responses API answer's number (from 0).
         """
         return generate_text(
             seed=seed,
@@ -947,7 +960,7 @@ class LLMServer:
             messages=None if messages is None else [dict(message) for message in messages],
             prompt=prompt,
             max_tokens=max_tokens,
-            variant=self.variant,
+            variant=self.variant if sample is None else _sampled(self.variant, sample),
             choice=choice,
         )
 
@@ -1047,6 +1060,7 @@ class LLMServer:
                 gzip=self.gzip,
                 edit_content=self.edit_content,
                 response_headers=dict(self.response_headers),
+                sample_unseeded=self.sample_unseeded,
             )
 
     def _answer(self, handler: _Handler, request: ReceivedRequest) -> None:
@@ -1397,6 +1411,11 @@ class LLMServer:
             raise _BadRequest("'input' is a required property and must be a string or an array.")
         temperature = _optional_number(body, "temperature")
         max_tokens = _optional_int(body, "max_output_tokens")
+        variant = settings.variant
+        if settings.sample_unseeded:  # a sampling model: the k-th answer of the knob's counter
+            with self._lock:
+                sample, self._samples = self._samples, self._samples + 1
+            variant = _sampled(variant, sample)
         # The Responses API has no seed; a string input hashes like a legacy prompt, a list like messages.
         text = generate_text(
             seed=None,
@@ -1405,7 +1424,7 @@ class LLMServer:
             messages=user_input if isinstance(user_input, list) else None,
             prompt=user_input if isinstance(user_input, str) else None,
             max_tokens=max_tokens,
-            variant=settings.variant,
+            variant=variant,
         )
         last_item = user_input[-1] if isinstance(user_input, list) and user_input else None
         # Function calls until the input answers them (its last item is a function_call_output).

@@ -45,6 +45,9 @@ CASES: dict[str, tuple[decision.Verdict, bool, str | None]] = {
     "set-up failure": ("unjudged", True, "setup"),
     "body failure": ("unjudged", True, "body"),
     "tear-down failure": ("identical", True, "teardown"),
+    # @pytest.mark.draws: fewer draws passed than the gate asks (the recording changed in record/rerecord).
+    "draws gate failed": ("draws-failed", True, None),
+    "draws gate failed, snapshot differs": ("draws-failed", False, None),
 }
 
 #                                         replay        record            rerecord          live
@@ -67,6 +70,17 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "set-up failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
     "body failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
     "tear-down failure": ("-", "-", "-", "-", "-", "-", "-", "-"),
+    "draws gate failed": ("-", "-", "-:draws", "-:draws", "-:draws", "-:draws", "-", "-"),
+    "draws gate failed, snapshot differs": (
+        "-",
+        "-",
+        "-:draws",
+        "-:draws",
+        "-:draws",
+        "-:draws",
+        "-:draws",
+        "-:draws",
+    ),
 }
 
 TABLE = [
@@ -114,6 +128,8 @@ def test_what_a_test_writes(case: str, mode: decision.Mode, update: bool, expect
     # Rendering the snapshot to compare it costs time: only a passing record/rerecord run
     # with a changed recording and no --snapshot-update needs to know.
     needs_it = verdict == "identical" and failing is None and not update and mode in ("record", "rerecord")
+    # A failed draws gate leaves its changes pending: live has no recording, so only the snapshot tells.
+    needs_it = needs_it or (verdict == "draws-failed" and mode == "live")
     assert bool(asked) == needs_it
 
 
@@ -136,7 +152,7 @@ def test_a_failure_in_any_phase_writes_nothing_whatever_the_verdict(failing: str
         assert (writes.write_recording, writes.write_snapshot, writes.pending) == (False, False, None)
         assert writes.keep_snapshot
         seen += 1
-    assert seen == 13 * 4 * 2 * 2
+    assert seen == 14 * 4 * 2 * 2
 
 
 @pytest.mark.parametrize("verdict", ["identical", "new", "no-calls", "unjudged"])
@@ -177,6 +193,7 @@ def test_a_recording_that_did_not_change_is_not_written_and_nothing_is_rendered(
         ("passed", "drift-warn", False),
         ("failed", "varied", True),  # varied passes: a failure is the body's (its assertions decide)
         ("failed", "tolerated", True),
+        ("failed", "draws-failed", False),  # the draws gate's own failure
     ],
 )
 def test_which_call_phase_outcome_is_the_bodys(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_seedrepro import judgement, snapshots
+from pytest_seedrepro import draws, judgement, markers, snapshots
 from pytest_seedrepro.calls import Call, is_pinnable
 from pytest_seedrepro.files import MAX_NAME_BYTES
 from pytest_seedrepro.ids import stable_ids
@@ -1080,3 +1080,30 @@ def test_stable_ids_follow_a_stored_response_retrieved_or_deleted_by_its_id() ->
     assert url == f"http://h:1/v1/responses/{number}?include=x" and json.loads(again)["id"] == number
     assert items == f"http://h:1/v1/responses/{number}/input_items" and listed is exchanges[2][2]
     assert unrelated == exchanges[3]  # only a whole path segment is an id
+
+
+@pytest.mark.parametrize(
+    ("n", "min_pass", "required"),
+    [
+        (25, 0.28, 7),
+        (5, 0.8, 4),
+        (5, 1.0, 5),
+        (5, 1, 5),
+        (3, 0.5, 2),
+        (10, 0.3, 3),
+        (100, 0.07, 7),
+        (1, 0.01, 1),
+    ],
+)
+def test_draws_needed_is_ceil_of_min_pass_times_n_computed_exactly(
+    n: int, min_pass: float, required: int
+) -> None:
+    # 0.28 * 25 is 7.000000000000001 in floats (ceil 8), 0.07 * 100 is 7.000000000000001 too.
+    mark = pytest.mark.draws(n, min_pass=min_pass).mark
+    got_n, share, text = markers.draws_of(mark)
+    assert (got_n, markers.required_draws(got_n, share), text) == (n, required, str(min_pass))
+
+
+def test_every_draw_seed_is_distinct_across_draws_and_a_seed_matrix() -> None:
+    seeds = [draws.draw_seed(seed, 4, draw) for seed in (1, 2, 3, -1, 0) for draw in range(4)]
+    assert len(set(seeds)) == len(seeds)

@@ -80,6 +80,8 @@ class Call:
     outputs: tuple[str, ...] = ()
     #: ``--seedrepro-repeat``: the same request sent again, answers the test never saw.
     repeats: list[Call] = field(default_factory=list)
+    #: The draw that made the call (``@pytest.mark.draws``, numbered from 0); None outside a draws test.
+    draw: int | None = None
 
     @property
     def seed(self) -> Any:
@@ -125,7 +127,9 @@ def in_files_order(calls: list[Call]) -> list[Call]:
     """
     if not from_threads(calls):
         return list(calls)
-    return sorted(calls, key=lambda c: (c.endpoint, canonical(c.request), c.output or "", c.error or ""))
+    return sorted(
+        calls, key=lambda c: (c.draw or 0, c.endpoint, canonical(c.request), c.output or "", c.error or "")
+    )
 
 
 def sse_payload(line: str) -> str | None:

@@ -38,6 +38,7 @@ Mode = Literal["replay", "record", "rerecord", "live"]
 #: - ``new``: no snapshot yet;
 #: - ``no-calls``: the test made no call (and had no snapshot, or ``--snapshot-update`` is given);
 #: - ``changed``: under ``--snapshot-update``, which does not judge: this run's snapshot is another;
+#: - ``draws-failed``: a draws test (``@pytest.mark.draws``) had fewer passing draws than its gate;
 #: - ``unjudged``: nothing judged the test: syrupy's plugin is off, the seed experiment
 #:   (``--seedrepro-repeat``) ran, or the verdict was never reached (the test failed first).
 Verdict = Literal[
@@ -53,12 +54,13 @@ Verdict = Literal[
     "new",
     "no-calls",
     "changed",
+    "draws-failed",
     "unjudged",
 ]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 
 #: The kind of change a run leaves pending (DESIGN, "Reviewing changes"), for ``seedrepro review``.
-Pending = Literal["regression", "drift-skipped", "drift-warned", "drift-failed", "new"]
+Pending = Literal["regression", "drift-skipped", "drift-warned", "drift-failed", "new", "draws"]
 
 #: Verdicts under which the call phase passes: if it failed or was skipped
 #: anyway, something else did it (the body, a hook, a warning made an error).
@@ -129,6 +131,10 @@ def decide(
     if setup_failed or body_failed or teardown_failed:
         return NOTHING
     records = mode in ("record", "rerecord") and recording_changed
+    if verdict == "draws-failed":
+        # The gate failed: nothing is written, not even under --snapshot-update; what would change waits.
+        changes = mode != "replay" and (records or not snapshot_identical())
+        return Writes(write_recording=False, write_snapshot=False, pending="draws" if changes else None)
     if verdict == "unjudged":
         # Only the recording is at stake (no snapshot is made): the test passed.
         return Writes(write_recording=records, write_snapshot=False)

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_seedrepro import markers
+from pytest_seedrepro import draws, markers
 from pytest_seedrepro.calls import Call, is_pinnable, is_recorded_error, is_responses
+from pytest_seedrepro.options import record_command
 from pytest_seedrepro.pinning import pin_body, pin_responses_body
-from pytest_seedrepro.session import RUN_STATE, TEST_STATE, RunState, TestState, http_module
+from pytest_seedrepro.session import DRAWS_RUN, RUN_STATE, TEST_STATE, RunState, TestState, http_module
 from pytest_seedrepro.warnings import SeedReproWarning
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ class BrokenAnswer(Exception):
 class SeededLLM:
     """What a test gets from ``seeded_llm``: pinned clients, a shortcut, and the calls made."""
 
-    def __init__(self, run: RunState, state: TestState, api_key: str, nodeid: str = "") -> None:
+    def __init__(
+        self, run: RunState, state: TestState, api_key: str, nodeid: str = "", running: Any = None
+    ) -> None:
         self._run = run
         self._nodeid = nodeid
         self._state = state
@@ -58,10 +61,25 @@ class SeededLLM:
             if state.pins.seed is not None
             else run.settings.default_seed
         )
+        #: ``@pytest.mark.draws``: this draw's number, from 0 (None outside a draws test).
+        self.draw: int | None = None
+        if running is not None:  # a draws.DrawsRun: each draw its own seed, from the test's
+            self.draw = running.draw
+            if self.seed is not None:
+                self.seed = draws.draw_seed(self.seed, running.n, running.draw)
         #: The pinned request parameters (``llm_params``, merged module > class > function).
         self.params: dict[str, Any] = dict(state.pins.params)
-        #: Calls made so far by this test, by any OpenAI client, in issue order.
+        #: Calls made so far by this test, by any OpenAI client, in issue order (in a draws
+        #: test, every draw's so far: :attr:`draw_calls` are this draw's).
         self.calls: list[Call] = state.calls
+
+    @property
+    def draw_calls(self) -> list[Call]:
+        """The calls this draw made so far (a draws test); every call of the test otherwise."""
+        if self.draw is None:
+            return list(self.calls)
+        # A call is given its draw when its draw ends: the calls still without one are this draw's.
+        return [call for call in self.calls if call.draw is None or call.draw == self.draw]
 
     @property
     def _api_key(self) -> str:
@@ -195,6 +213,30 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     """Pin, observe, record or replay every OpenAI call of one test."""
     item = request.node
     assert isinstance(item, pytest.Item)
+    running = item.stash.get(DRAWS_RUN, None)
+    if running is None:
+        with ExitStack() as stack:
+            yield _open_test(request, item, stack, None)
+        return
+    # A draws test: the first draw opens what spans them all (calls, cassette,
+    # interception); every draw gets a SeededLLM of its own; the last closes it.
+    if running.stack is None:
+        with ExitStack() as stack:
+            llm = _open_test(request, item, stack, running)
+            running.stack = stack.pop_all()
+    else:
+        llm = running.new_llm()
+    try:
+        yield llm
+    finally:
+        if running.last:
+            running.close()
+
+
+def _open_test(
+    request: pytest.FixtureRequest, item: pytest.Item, stack: ExitStack, running: Any
+) -> SeededLLM:
+    """Open one test's pinning, recording and interception on ``stack``; ``running``: its draws, if any."""
     started_before = set(threading.enumerate())
     run = request.config.stash[RUN_STATE]
     settings = run.settings
@@ -231,17 +273,24 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
 
     hook = item.ihook  # a conftest.py's hooks apply to the tests below it only
 
+    def _test_seed() -> int:
+        return state.pins.seed if state.pins.seed is not None else settings.default_seed
+
     def prepare_body(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         overridden: list[str] = []
         pinnable = is_pinnable(path) or is_responses(path)
         if is_responses(path):
             body, overridden = pin_responses_body(body, params=state.pins.params)
         elif pinnable:
+            marker_seed, default_seed = state.pins.seed, settings.default_seed
+            if running is not None:  # each draw its own seed, from the test's
+                default_seed = draws.draw_seed(_test_seed(), running.n, running.draw)
+                marker_seed = default_seed if marker_seed is not None else None
             body, overridden = pin_body(
                 body,
-                marker_seed=state.pins.seed,
+                marker_seed=marker_seed,
                 no_seed=state.pins.no_seed,
-                default_seed=settings.default_seed,
+                default_seed=default_seed,
                 params=state.pins.params,
             )
         for key in overridden:
@@ -279,51 +328,65 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         call.error = call.error or _not_json(call.request, exc) or _describe_error(exc)
         return None
 
-    with ExitStack() as stack:
-        stack.callback(_close_all, state)
-        env = stack.enter_context(pytest.MonkeyPatch.context())
-        # Clients the code under test builds read these from the environment.
-        if api_key:
-            env.setenv("OPENAI_API_KEY", api_key)
-        if settings.base_url:
-            # OPENAI_BASE_URL for the openai SDK (and langchain, instructor,
-            # pydantic-ai, openai-agents through it); OPENAI_API_BASE for the
-            # libraries that read the old name (llama-index, older langchain).
-            for name in BASE_URL_VARIABLES:
-                env.setenv(name, settings.base_url)
-        if settings.mode != "live":
-            import pytest_seedrepro.recording as recording
+    # The test's context lives on ``stack``, which the caller closes.
+    stack.callback(_close_all, state)
+    env = stack.enter_context(pytest.MonkeyPatch.context())
+    # Clients the code under test builds read these from the environment.
+    if api_key:
+        env.setenv("OPENAI_API_KEY", api_key)
+    if settings.base_url:
+        # OPENAI_BASE_URL for the openai SDK (and langchain, instructor,
+        # pydantic-ai, openai-agents through it); OPENAI_API_BASE for the
+        # libraries that read the old name (llama-index, older langchain).
+        for name in BASE_URL_VARIABLES:
+            env.setenv(name, settings.base_url)
+    if settings.mode != "live":
+        import pytest_seedrepro.recording as recording
 
-            state.recording = recording.Recording(
-                recording.cassette_path(item.path, item.nodeid, settings.cassette_dir),
-                state.calls,
-                ignore_existing=settings.mode == "rerecord",
-                nodeid=item.nodeid,
-            )
-            try:
-                cassette = stack.enter_context(recording.open_cassette(state.recording, settings.mode))
-                recording.watch_replays(cassette, intercept.note_replayed, item.nodeid)
-            except recording.CorruptRecording as exc:
-                message = (
-                    f"seedrepro: {item.nodeid}: {exc}. Fix or delete the file, then record it again with: "
-                    f"pytest --seedrepro-mode=rerecord '{item.nodeid}'"
-                )
-            else:
-                message = ""
-            if message:
-                _fail(message)  # outside the except block: one line, no exception chain
-        intercept.install()
-        run.sdk_patched = True
-        replaying = settings.mode == "replay"
-        active = intercept.ActiveTest(
-            state.calls, prepare_body, on_error, retries=not replaying, repeat=settings.repeat
+        state.recording = recording.Recording(
+            recording.cassette_path(item.path, item.nodeid, settings.cassette_dir),
+            state.calls,
+            ignore_existing=settings.mode == "rerecord",
+            nodeid=item.nodeid,
         )
-        state.settle = active.settle
-        intercept.activate(active)
-        stack.callback(intercept.activate, None)
-        # When the test ends, threads it left running may still call: those calls are refused.
-        stack.callback(intercept.watch_threads_left, started_before, item.nodeid, run.late_calls.append)
-        yield SeededLLM(run, state, api_key, item.nodeid)
+        try:
+            cassette = stack.enter_context(
+                recording.open_cassette(
+                    state.recording, settings.mode, None if running is None else lambda: running.draw
+                )
+            )
+            recording.watch_replays(cassette, intercept.note_replayed, item.nodeid)
+        except recording.CorruptRecording as exc:
+            message = (
+                f"seedrepro: {item.nodeid}: {exc}. Fix or delete the file, then record it again with: "
+                f"pytest --seedrepro-mode=rerecord '{item.nodeid}'"
+            )
+        else:
+            message = ""
+            if running is not None and settings.mode == "replay" and cassette.data:
+                held = recording.recorded_draws(cassette)
+                if held != running.n:
+                    message = (
+                        f"seedrepro: {item.nodeid}: the recording {state.recording.path} holds {held} "
+                        f"draw(s), the draws marker asks for {running.n}; record them with: "
+                        f"{record_command(item.nodeid)}"
+                    )
+        if message:
+            _fail(message)  # outside the except block: one line, no exception chain
+    intercept.install()
+    run.sdk_patched = True
+    replaying = settings.mode == "replay"
+    active = intercept.ActiveTest(
+        state.calls, prepare_body, on_error, retries=not replaying, repeat=settings.repeat
+    )
+    state.settle = active.settle
+    intercept.activate(active)
+    stack.callback(intercept.activate, None)
+    # When the test ends, threads it left running may still call: those calls are refused.
+    stack.callback(intercept.watch_threads_left, started_before, item.nodeid, run.late_calls.append)
+    if running is not None:
+        running.new_llm = lambda: SeededLLM(run, state, api_key, item.nodeid, running)
+    return SeededLLM(run, state, api_key, item.nodeid, running)
 
 
 def _describe_error(exc: BaseException) -> str:

@@ -157,6 +157,21 @@ def _repeat_table(rows: Iterable[tuple[str, dict[str, Any]]]) -> str:
     )
 
 
+def _draws_table(rows: Iterable[tuple[str, dict[str, Any]]]) -> str:
+    body = "".join(
+        f"<tr><td><code>{html.escape(nodeid)}</code></td><td>{f['passed']}/{f['n']}</td>"
+        f"<td>{html.escape(str(f['min_pass']))}</td>"
+        f"<td>{html.escape(', '.join(f'{d}: {o}' for d, o in enumerate(f['outcomes'])))}</td></tr>"
+        for nodeid, f in rows
+    )
+    if not body:
+        return ""
+    return (
+        '<h2>Draws</h2><table class="draws"><tr><th>test</th><th>passed</th><th>min_pass</th>'
+        f"<th>outcomes</th></tr>{body}</table>"
+    )
+
+
 def _client_errors_table(rows: Iterable[tuple[str, int, int, str]]) -> str:
     body = "".join(
         f"<tr><td><code>{html.escape(nodeid)}</code></td><td>{call}</td><td>{status}</td>"
@@ -180,8 +195,12 @@ def render(
     tests: list[tuple[str, dict[str, Any]]],
     repeat: list[tuple[str, dict[str, Any]]],
     client_errors: list[tuple[str, int, int, str]] | None = None,
+    draws: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> str:
-    """The whole page; ``client_errors``: (test, call, status, message) of each call answered with one."""
+    """The whole page; ``client_errors``: (test, call, status, message) of each call answered with one.
+
+    ``draws``: (test, figures) of each ``@pytest.mark.draws`` test.
+    """
     client_errors = client_errors or []
     counts: dict[str, int] = {}
     for _, data in tests:
@@ -212,6 +231,7 @@ def render(
         '<table class="tests"><tr><th>verdict</th><th>test</th><th>seed</th><th>params</th>'
         f"<th>fingerprint</th><th>model</th><th>tokens</th></tr>{rows}</table>"
         f"{_client_errors_table(client_errors)}"
+        f"{_draws_table(draws or [])}"
         f"{_repeat_table(repeat)}"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )

@@ -1,4 +1,4 @@
-"""The ``seed``, ``llm_params``, ``on_fingerprint_change`` and ``llm_tolerance`` markers.
+"""The ``seed``, ``llm_params``, ``on_fingerprint_change``, ``llm_tolerance`` and ``draws`` markers.
 
 Validation and resolution. Markers work on functions, classes and modules.
 ``item.iter_markers`` yields the nearest first, so the nearest ``seed``,
@@ -9,7 +9,10 @@ merged from the farthest to the nearest, key by key.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -28,6 +31,8 @@ MARKER_LINES = (
     "JSON is compared parsed, tool calls stay exact (pytest-seedrepro)",
     "min_identical(share): with --seedrepro-repeat, fail when fewer than this share (0 to 1) of each "
     "call's answers equal its first (pytest-seedrepro)",
+    "draws(n, min_pass=1.0): run the test's body n times (draws) as one test; it passes when at least "
+    "ceil(min_pass * n) draws passed (pytest-seedrepro)",
 )
 
 
@@ -48,6 +53,12 @@ class Pins:
     no_seed: bool = False
     #: ``llm_tolerance``: the similarity at which two outputs count as equal.
     tolerance: float | None = None
+    #: ``draws``: how many times the body runs (None: once, no draws).
+    draws: int | None = None
+    #: ``draws``: the share of draws that must pass, exactly as written (``0.28`` is 7/25).
+    min_pass: Fraction = Fraction(1)
+    #: ``draws``: ``min_pass`` as the marker spelled it, for messages.
+    min_pass_text: str = "1.0"
 
 
 def _describe(value: object) -> str:
@@ -149,6 +160,46 @@ def _tolerance(mark: pytest.Mark) -> float:
     return float(value)
 
 
+def draws_of(mark: pytest.Mark) -> tuple[int, Fraction, str]:
+    """``draws(n, min_pass=1.0)``: the number of draws, the exact pass share and its spelling."""
+    args = list(mark.args)
+    for name in ("n", "min_pass"):
+        if name in mark.kwargs:
+            args.append(mark.kwargs[name])
+    extra = set(mark.kwargs) - {"n", "min_pass"}
+    if extra or not 1 <= len(args) <= 2:
+        raise MarkerError(
+            f"@pytest.mark.draws takes n and min_pass (e.g. draws(5, min_pass=0.8)), "
+            f"got args={mark.args!r} kwargs={mark.kwargs!r}"
+        )
+    n = args[0]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise MarkerError(f"@pytest.mark.draws takes a whole number of draws n >= 1, got {_describe(n)}")
+    share = args[1] if len(args) == 2 else 1.0
+    exact = _exact(share)
+    if exact is None or not 0 < exact <= 1:
+        raise MarkerError(
+            f"@pytest.mark.draws takes a min_pass above 0 and at most 1 (e.g. 0.8), got {_describe(share)}"
+        )
+    return n, exact, str(share)
+
+
+def _exact(value: object) -> Fraction | None:
+    """``value`` as the exact fraction its literal spells (``0.28`` is 7/25, not the float's binary value)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | Fraction | Decimal):
+        return Fraction(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return Fraction(repr(value))  # the shortest literal that reads back as this float
+    return None
+
+
+def required_draws(n: int, min_pass: Fraction) -> int:
+    """How many of ``n`` draws must pass: ``ceil(min_pass * n)``, computed exactly."""
+    return math.ceil(min_pass * n)
+
+
 def resolve(node: pytest.Item) -> Pins:
     """The pins of ``node``, marks given with ``pytest.param(marks=...)`` included; raises ``MarkerError``."""
     seed_marks = list(node.iter_markers("seed"))
@@ -165,7 +216,14 @@ def resolve(node: pytest.Item) -> Pins:
     for mark in tolerance_marks:
         _tolerance(mark)
     seed = seeds_of(seed_marks[0])[0] if seed_marks else None
+    draws_mark = node.get_closest_marker("draws")
+    draws, min_pass, min_pass_text = (
+        draws_of(draws_mark) if draws_mark is not None else (None, Fraction(1), "1.0")
+    )
     return Pins(
+        draws=draws,
+        min_pass=min_pass,
+        min_pass_text=min_pass_text,
         min_identical=_min_identical(gate) if gate is not None else None,
         # For a seed matrix, the fixture takes each test's own seed from its parameter.
         seed=seed,

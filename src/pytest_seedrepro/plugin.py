@@ -9,13 +9,13 @@ set by the fixture).
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_seedrepro import options, report
 from pytest_seedrepro.markers import MARKER_LINES, matrix_seeds
-from pytest_seedrepro.session import RUN_STATE, TEST_STATE, RunState
+from pytest_seedrepro.session import DRAWS_RUN, RUN_STATE, TEST_STATE, RunState
 
 if TYPE_CHECKING:
     from pytest_seedrepro.fixture import SeededLLM
@@ -74,6 +74,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             from pytest_seedrepro import outside
 
             outside.seeded_llm_first(item)
+    if config.stash[RUN_STATE].settings.repeat > 1:
+        from pytest_seedrepro import draws
+
+        draws.check_repeat([item for item in items if _uses_seeded_llm(item)])
     if config.stash[RUN_STATE].settings.only_drifted:
         from pytest_seedrepro import drift
 
@@ -86,6 +90,16 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
 
 def _uses_seeded_llm(item: pytest.Item) -> bool:
     return "seeded_llm" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    # @pytest.mark.draws: the body runs n times, logged as one test (draws.run).
+    if not _uses_seeded_llm(item) or item.get_closest_marker("draws") is None:
+        return None
+    from pytest_seedrepro import draws
+
+    return draws.run(item, nextitem)
 
 
 #: The item whose set-up is running, if it uses ``seeded_llm``: its higher-scoped fixtures are covered.
@@ -123,8 +137,14 @@ def pytest_fixture_setup(
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    if item.stash.get(TEST_STATE, None) is None:
+    state = item.stash.get(TEST_STATE, None)
+    if state is None:
         return (yield)
+    running = item.stash.get(DRAWS_RUN, None)
+    if running is not None:
+        from pytest_seedrepro import draws
+
+        return (yield from draws.call_phase(item, state, running))
     from pytest_seedrepro import verdict
 
     try:
@@ -145,6 +165,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if DRAWS_RUN in item.stash:
+        return report  # one draw's report, never logged: draws.run decides and writes once
     state = item.stash.get(TEST_STATE, None)
     if state is None:
         if report.when == "setup" and report.failed and _uses_seeded_llm(item):
@@ -166,6 +188,19 @@ def pytest_runtest_makereport(
         # ends, for the garbage collector to walk again and again.
         del item.stash[TEST_STATE]
     return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
+    # A draws test's outcome line shows its figures: "PASSED (4/5 draws)".
+    if report.when != "call" or not isinstance(getattr(report, "seedrepro", None), dict):
+        return None
+    figures = report.seedrepro.get("draws")
+    if not figures or getattr(report, "wasxfail", None) is not None:
+        return None
+    shown = f"({figures['passed']}/{figures['n']} draws)"
+    letter = {"passed": ".", "failed": "F", "skipped": "s"}[report.outcome]
+    markup = {"passed": {"green": True}, "failed": {"red": True}, "skipped": {"yellow": True}}[report.outcome]
+    return report.outcome, letter, (f"{report.outcome.upper()} {shown}", markup)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -247,9 +247,14 @@ def _in_files_order(cassette_dict: dict[str, Any], calls: list[Call]) -> dict[st
     def position(pair: tuple[Any, Any]) -> tuple[int, str, str]:
         request, response = pair
         body = _json_or_none(request.body)
+        draw = draw_tag(request.uri)  # a draws test's identical requests: each stands beside its own draw's
         first = None
         for index, call in enumerate(ordered):
-            if body == call.request and request.path.endswith(call.endpoint):
+            if (
+                body == call.request
+                and request.path.endswith(call.endpoint)
+                and (draw is None or call.draw == draw)
+            ):
                 if index not in taken:
                     taken.add(index)
                     return index, "", _response_text(response)
@@ -596,10 +601,57 @@ def _patchers(builder: Any, group: str) -> list[Any]:
     return list(build()) if build is not None else []
 
 
+#: The query parameter that tags a draws test's stored requests with their draw's number.
+DRAW_PARAMETER = "seedrepro_draw"
+
+
+def draw_tag(uri: str) -> int | None:
+    """The draw a stored request belongs to (``?seedrepro_draw=k``), None for an untagged one."""
+    if DRAW_PARAMETER not in uri:  # the usual case: one substring search
+        return None
+    for name, value in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
+        if name == DRAW_PARAMETER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _tagging(draw: Callable[[], int]) -> Callable[[Any], Any]:
+    """``_scrub_request`` that also tags a request with the running draw, unless it carries a tag.
+
+    vcrpy applies the filter before matching as well as before recording, so
+    draw k's requests only match draw k's recordings: identical unseeded
+    requests of different draws each get their own answer. A loaded request
+    keeps the tag it was stored with.
+    """
+
+    def before(request: Any) -> Any:
+        request = _scrub_request(request)
+        if draw_tag(request.uri) is None:
+            parts = urlsplit(request.uri)
+            query = [*parse_qsl(parts.query, keep_blank_values=True), (DRAW_PARAMETER, str(draw()))]
+            request.uri = urlunsplit(parts._replace(query=urlencode(query)))
+        return request
+
+    return before
+
+
+def recorded_draws(cassette: Any) -> int:
+    """How many draws a loaded cassette holds (distinct tags; an untagged recording counts as one)."""
+    return len({draw_tag(request.uri) for request, _ in cassette.data})
+
+
 @contextmanager
-def open_cassette(recording: Recording, mode: str) -> Iterator[Any]:
-    """Load the test's cassette and route httpx traffic through it until the block ends."""
+def open_cassette(recording: Recording, mode: str, draw: Callable[[], int] | None = None) -> Iterator[Any]:
+    """Load the test's cassette and route httpx traffic through it until the block ends.
+
+    ``draw``: for a draws test, the running draw's number, tagged on every request.
+    """
     options = _cassette_options(mode)
+    if draw is not None:
+        options = {**options, "before_record_request": _tagging(draw)}
     cassette = _LeanCassette.load(path=str(recording.path), persister=recording, **options)
     loaded = len(cassette.data)  # all from the file, so far
     _RUNNING.enter(cassette)

@@ -55,6 +55,8 @@ class RunSummary:
         self.rows: list[tuple[str, dict[str, Any]]] = []
         #: ``--seedrepro-repeat`` figures: (nodeid, figures dict), one per repeated call.
         self.repeat: list[tuple[str, dict[str, Any]]] = []
+        #: ``@pytest.mark.draws`` figures: (nodeid, figures dict), one per draws test.
+        self.draws: list[tuple[str, dict[str, Any]]] = []
         #: The seeded_llm tests that ran (their call phase), for --seedrepro-only-drifted.
         self.ran: set[str] = set()
         #: Files that could not be written at the end of the session (one line each).
@@ -122,6 +124,7 @@ class RunSummary:
                     tests=self.rows,
                     repeat=self.repeat,
                     client_errors=self.client_errors,
+                    draws=self.draws,
                 )
                 self._write(settings.html_file, page, "the HTML report")
         if not hasattr(self.config, "workerinput"):
@@ -179,6 +182,7 @@ class RunSummary:
                 for t, call, similarity, threshold in self.tolerated
             ],
             **({"repeat": [{"test": t, **f} for t, f in self.repeat]} if self.repeat else {}),
+            **({"draws": [{"test": t, **f} for t, f in self.draws]} if self.draws else {}),
         }
 
     def add(self, nodeid: str, data: dict[str, Any]) -> None:
@@ -209,6 +213,8 @@ class RunSummary:
                 self.changes.append(entry)
         for figures in data.get("repeat", []):
             self.repeat.append((nodeid, figures))
+        if data.get("draws"):
+            self.draws.append((nodeid, data["draws"]))
         for chunks in data.get("disagreeing_streams", []):
             self.disagreeing.append((nodeid, chunks))
         for change in data.get("model_changes", []):
@@ -265,6 +271,8 @@ class RunSummary:
             out.append(f"varied (no seed): {nodeid} call {call}")
         for nodeid, call, similarity, threshold in self.tolerated:
             out.append(f"within tolerance: {nodeid} call {call}: {similarity:.2f} >= {threshold:.2f}")
+        for nodeid, f in self.draws:
+            out.append(f"draws: {nodeid}: {f['passed']}/{f['n']} passed (min_pass {f['min_pass']})")
         out.extend(self.repeat_table())
         return out
 

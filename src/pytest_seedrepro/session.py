@@ -143,7 +143,11 @@ class TestState:
     needs_api_key: bool = False
     #: Per-test HTTP clients to close when the test ends.
     closers: list[Any] = field(default_factory=list)
+    #: ``@pytest.mark.draws``: the figures of the test's draws (``draws.DrawsRun.figures``), else None.
+    draws_figures: dict[str, Any] | None = None
 
 
 RUN_STATE = pytest.StashKey[RunState]()
 TEST_STATE = pytest.StashKey[TestState]()
+#: The draws of a ``@pytest.mark.draws`` test while they run (``draws.DrawsRun``).
+DRAWS_RUN = pytest.StashKey[Any]()

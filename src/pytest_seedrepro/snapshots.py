@@ -203,6 +203,7 @@ def render(nodeid: str, calls: list[dict[str, Any]]) -> str:
 
 #: The snapshot keys of a call, and the types each may hold.
 _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "draw": (int,),
     "endpoint": (str,),
     "system_fingerprint": (str, type(None)),
     "backend": (str, type(None)),

@@ -71,6 +71,8 @@ def _normalize(item: pytest.Item, output: str, call: Call) -> str:
 def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
     """What the snapshot keeps of one call: no ids, no timestamps, no transport keys."""
     entry: dict[str, Any] = {"endpoint": call.endpoint, "system_fingerprint": call.system_fingerprint}
+    if call.draw is not None:
+        entry = {"draw": call.draw, **entry}  # only in a draws test: other snapshots keep their shape
     identity = item.ihook.pytest_seedrepro_fingerprint(call=call)
     if identity is None and call.system_fingerprint is None and is_responses(call.endpoint):
         identity = call.model  # the Responses API has no fingerprint: its model is the backend we can see
@@ -155,6 +157,14 @@ def after_body(item: pytest.Item, *, body_error: BaseException | None) -> None:
             pytest.fail("\n".join(state.problems), pytrace=False)
         state.explain = id(body_error) in state.raised and bool(state.problems)
         return
+    judge(item, state)
+
+
+def judge(item: pytest.Item, state: TestState) -> None:
+    """Judge a test whose body is over against its snapshot: fail, skip or warn, or pass.
+
+    A draws test is judged once, after its last draw, whatever its draws' bodies did.
+    """
     if item.config.stash[RUN_STATE].settings.repeat > 1:
         _repeat_figures(item, state)  # the seed experiment: nothing is snapshotted or judged
         return
@@ -391,6 +401,7 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
         "repeat": [f.as_dict() for f in state.repeat_figures],
         "varied": list(state.varied),
         "tolerance": list(state.tolerated),
+        "draws": state.draws_figures,
         "seed": state.calls[0].seed if state.calls else state.pins.seed,
         "params": state.pins.params,
         "models": sorted({c.model for c in calls if c.model}),
