@@ -19,6 +19,7 @@ This module imports openai, so only the fixture imports it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread
 import contextvars
 import functools
 import threading
@@ -185,10 +186,23 @@ def watch_threads_left(
             _late_threads[thread] = (nodeid, report)
 
 
-def _refuse_late_call(options: FinalRequestOptions) -> None:
-    """Raise for a call from a thread a finished test left running (no test is active)."""
-    owner = _late_threads.get(threading.current_thread())
+def _refuse_late_call(options: FinalRequestOptions, *, another_test_runs: bool) -> None:
+    """Raise for a call from a thread a finished test left running.
+
+    Also while another test runs: the thread's call is not that test's, and
+    giving it to that test would record and snapshot a call whose timing
+    decides whether it happens. Only a pool's worker (an executor's, or a
+    ``Thread`` subclass such as anyio's) may serve any test, so its calls
+    belong to the test that runs.
+    """
+    thread = threading.current_thread()
+    owner = _late_threads.get(thread)
     if owner is None:
+        return
+    if another_test_runs and (
+        type(thread) is not threading.Thread
+        or getattr(thread, "_target", None) is concurrent.futures.thread._worker
+    ):
         return
     nodeid, report = owner
     line = (
@@ -227,9 +241,9 @@ def install() -> None:
 
     def request(self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any) -> Any:
         test = _active
+        if _late_threads:
+            _refuse_late_call(options, another_test_runs=test is not None)
         if test is None:
-            if _late_threads:
-                _refuse_late_call(options)
             return sync_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
@@ -259,9 +273,9 @@ def install() -> None:
         self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any
     ) -> Any:
         test = _active
+        if _late_threads:
+            _refuse_late_call(options, another_test_runs=test is not None)
         if test is None:
-            if _late_threads:
-                _refuse_late_call(options)
             return await async_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
