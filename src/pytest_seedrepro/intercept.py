@@ -365,6 +365,8 @@ class _StreamSink:
         self.call = call
         self.parts: list[bytes] = []
         self.done = False
+        #: A pass over the byte stream began: only the first one is copied.
+        self.teeing = False
         self._gzip = "gzip" in encoding
 
     def fail(self, exc: BaseException) -> None:
@@ -403,6 +405,12 @@ def _tee_class(base: type, is_async: bool) -> type:
             self._inner, self._sink = inner, sink
 
         def __iter__(self) -> Iterator[bytes]:
+            if self._sink.teeing:
+                # Read again (openai 3.x drains a finished stream; a recorded stream
+                # yields its bytes anew): the answer was read once already.
+                yield from self._inner
+                return
+            self._sink.teeing = True
             try:
                 for part in self._inner:
                     self._sink.parts.append(part)
@@ -421,6 +429,12 @@ def _tee_class(base: type, is_async: bool) -> type:
             self._inner, self._sink = inner, sink
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            if self._sink.teeing:
+                # Read again: see SyncTee.__iter__.
+                async for part in self._inner:
+                    yield part
+                return
+            self._sink.teeing = True
             try:
                 async for part in self._inner:
                     self._sink.parts.append(part)
