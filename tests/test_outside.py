@@ -164,6 +164,48 @@ def test_a_thread_calling_after_its_test_ended_fails_in_one_line_and_reaches_no_
     assert llm_server.requests == []
 
 
+LATE_THREAD_DURING_ANOTHER_TEST = """
+import threading
+import openai
+
+GO = threading.Event()
+THREADS = []
+
+def test_leaves_a_thread(seeded_llm):
+    def later():
+        GO.wait(10)
+        try:
+            openai.OpenAI().chat.completions.create(model="m", messages=[{"role": "user", "content": "a late call"}])
+        except Exception as exc:
+            print("the thread got:", exc)
+    THREADS.append(threading.Thread(target=later))
+    THREADS[0].start()
+
+def test_later_with_the_fixture(seeded_llm):
+    GO.set()
+    THREADS[0].join(10)
+    assert seeded_llm.complete("mine")
+"""
+
+
+@pytest.mark.parametrize("mode", ["record", "live"])
+def test_a_thread_calling_while_another_seeded_test_runs_is_refused_not_given_to_that_test(
+    suite: pytest.Pytester, llm_server: LLMServer, mode: str
+) -> None:
+    suite.makepyfile(test_it=LATE_THREAD_DURING_ANOTHER_TEST)
+    result = suite.runpytest(f"--seedrepro-mode={mode}", "--snapshot-update", "-s")
+    line = (
+        "seedrepro: a thread started by test_it.py::test_leaves_a_thread called POST /chat/completions "
+        "after the test ended"
+    )
+    result.stdout.fnmatch_lines([f"*the thread got: {line}: nothing was sent*"])
+    result.stdout.fnmatch_lines([line])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # Only the later test's own call reached the server, and only it is in its files.
+    assert [(r.body or {})["messages"][0]["content"] for r in llm_server.requests] == ["mine"]
+    assert all(b"a late call" not in data for data in files_of(suite.path).values())
+
+
 def test_a_pool_thread_reused_by_a_later_seeded_test_is_not_blamed(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:

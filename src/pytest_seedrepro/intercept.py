@@ -19,6 +19,7 @@ This module imports openai, so only the fixture imports it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread
 import contextvars
 import functools
 import threading
@@ -185,10 +186,23 @@ def watch_threads_left(
             _late_threads[thread] = (nodeid, report)
 
 
-def _refuse_late_call(options: FinalRequestOptions) -> None:
-    """Raise for a call from a thread a finished test left running (no test is active)."""
-    owner = _late_threads.get(threading.current_thread())
+def _refuse_late_call(options: FinalRequestOptions, *, another_test_runs: bool) -> None:
+    """Raise for a call from a thread a finished test left running.
+
+    Also while another test runs: the thread's call is not that test's, and
+    giving it to that test would record and snapshot a call whose timing
+    decides whether it happens. Only a pool's worker (an executor's, or a
+    ``Thread`` subclass such as anyio's) may serve any test, so its calls
+    belong to the test that runs.
+    """
+    thread = threading.current_thread()
+    owner = _late_threads.get(thread)
     if owner is None:
+        return
+    if another_test_runs and (
+        type(thread) is not threading.Thread
+        or getattr(thread, "_target", None) is concurrent.futures.thread._worker
+    ):
         return
     nodeid, report = owner
     line = (
@@ -227,9 +241,9 @@ def install() -> None:
 
     def request(self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any) -> Any:
         test = _active
+        if _late_threads:
+            _refuse_late_call(options, another_test_runs=test is not None)
         if test is None:
-            if _late_threads:
-                _refuse_late_call(options)
             return sync_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
@@ -259,9 +273,9 @@ def install() -> None:
         self: Any, cast_to: Any, options: FinalRequestOptions, *args: Any, **kwargs: Any
     ) -> Any:
         test = _active
+        if _late_threads:
+            _refuse_late_call(options, another_test_runs=test is not None)
         if test is None:
-            if _late_threads:
-                _refuse_late_call(options)
             return await async_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
@@ -351,6 +365,8 @@ class _StreamSink:
         self.call = call
         self.parts: list[bytes] = []
         self.done = False
+        #: A pass over the byte stream began: only the first one is copied.
+        self.teeing = False
         self._gzip = "gzip" in encoding
 
     def fail(self, exc: BaseException) -> None:
@@ -389,6 +405,12 @@ def _tee_class(base: type, is_async: bool) -> type:
             self._inner, self._sink = inner, sink
 
         def __iter__(self) -> Iterator[bytes]:
+            if self._sink.teeing:
+                # Read again (openai 3.x drains a finished stream; a recorded stream
+                # yields its bytes anew): the answer was read once already.
+                yield from self._inner
+                return
+            self._sink.teeing = True
             try:
                 for part in self._inner:
                     self._sink.parts.append(part)
@@ -407,6 +429,12 @@ def _tee_class(base: type, is_async: bool) -> type:
             self._inner, self._sink = inner, sink
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            if self._sink.teeing:
+                # Read again: see SyncTee.__iter__.
+                async for part in self._inner:
+                    yield part
+                return
+            self._sink.teeing = True
             try:
                 async for part in self._inner:
                     self._sink.parts.append(part)
