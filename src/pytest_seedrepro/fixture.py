@@ -308,7 +308,12 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
         run.sdk_patched = True
         replaying = settings.mode == "replay"
         active = intercept.ActiveTest(
-            state.calls, prepare_body, on_error, retries=not replaying, repeat=settings.repeat
+            state.calls,
+            prepare_body,
+            on_error,
+            retries=not replaying,
+            repeat=settings.repeat,
+            repeat_serial=settings.repeat_serial,
         )
         state.settle = active.settle
         intercept.activate(active)
