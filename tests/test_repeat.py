@@ -275,3 +275,58 @@ def test_a_bad_repeat_serial_ini_value_is_one_line(pytester: pytest.Pytester) ->
     result.stderr.fnmatch_lines(
         ["*ini option seedrepro_repeat_serial: invalid truth value 'maybe'; give true or false"]
     )
+
+
+BAD_FIRST_SEND = BAD_SECOND_SEND.replace("== 2", "== 1")
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_call_that_fails_has_no_repeat_figures(
+    suite: pytest.Pytester, llm_server: LLMServer, serial: bool
+) -> None:
+    suite.makeconftest(BAD_FIRST_SEND)
+    suite.makepyfile(
+        test_it="""
+        import openai
+        import pytest
+
+        def test_it(seeded_llm):
+            with pytest.raises(openai.BadRequestError):  # the app handles the error
+                seeded_llm.complete("is this reproducible?")
+            seeded_llm.complete("and this?")
+        """
+    )
+    report = "--seedrepro-report=report.json"
+    result = suite.runpytest(*REPEAT, report, *(["--seedrepro-repeat-serial"] if serial else []))
+    result.assert_outcomes(passed=1)
+    rows = json.loads((suite.path / "report.json").read_text())["repeat"]
+    assert [(r["call"], r["n"], r["identical"]) for r in rows] == [(1, 3, 3)]
+    # Sent together, the failed call's repeats went out with it; one at a time, none did.
+    sends = [r for r in llm_server.requests if r.path.endswith("/chat/completions")]
+    assert len(sends) == (4 if serial else 6)
+
+
+def test_a_cancelled_async_call_takes_its_repeats_with_it(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    llm_server.latency = 30  # answers the test never waits for (stopping the server ends them)
+    suite.makepyfile(
+        test_it="""
+        import asyncio
+        import pathlib
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_it(seeded_llm):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(seeded_llm.acomplete("is this reproducible?"), 0.5)
+            pathlib.Path("tasks.txt").write_text(str(len(asyncio.all_tasks())))
+        """
+    )
+    result = suite.runpytest(*REPEAT, "-W", "error")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["seedrepro: test_it.py::test_it: call 0: cancelled before its answer was whole*"]
+    )
+    assert len([r for r in llm_server.requests if r.path.endswith("/chat/completions")]) == 3
+    assert (suite.path / "tasks.txt").read_text() == "1"  # the test's own: no repeat outlived its call
