@@ -461,7 +461,7 @@ def _read_ahead(result: Any) -> None:
     sent one at a time arrives. A stream that broke off breaks off again, at the
     same byte, when the caller reads it.
     """
-    response = getattr(result, "response", None)
+    response: Any = getattr(result, "response", None)
     inner = getattr(response, "stream", None)
     if inner is None:
         return
@@ -473,12 +473,12 @@ def _read_ahead(result: Any) -> None:
     except Exception as exc:
         error = exc
     base = http_module(type(response)).SyncByteStream
-    response.stream = _replay_class(base, False)(inner, parts, error)  # type: ignore[union-attr]
+    response.stream = _replay_class(base, False)(inner, parts, error)
 
 
 async def _aread_ahead(result: Any) -> None:
     """:func:`_read_ahead` for an async stream."""
-    response = getattr(result, "response", None)
+    response: Any = getattr(result, "response", None)
     inner = getattr(response, "stream", None)
     if inner is None:
         return
@@ -490,7 +490,7 @@ async def _aread_ahead(result: Any) -> None:
     except Exception as exc:
         error = exc
     base = http_module(type(response)).AsyncByteStream
-    response.stream = _replay_class(base, True)(inner, parts, error)  # type: ignore[union-attr]
+    response.stream = _replay_class(base, True)(inner, parts, error)
 
 
 @functools.cache
