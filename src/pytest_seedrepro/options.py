@@ -160,8 +160,9 @@ def add_options(parser: pytest.Parser) -> None:
         group,
         "seedrepro_repeat",
         "N",
-        "send every call of every seeded_llm test N times (N >= 2, with --seedrepro-mode=live only) and "
-        "report how reproducible the answers are; nothing is recorded or snapshotted (default: off)",
+        "send every call of every seeded_llm test N times, the repeats together with it (N >= 2, with "
+        "--seedrepro-mode=live only) and report how reproducible the answers are; nothing is recorded or "
+        "snapshotted (default: off)",
     )
     group.addoption(
         "--seedrepro-only-drifted",
