@@ -49,6 +49,13 @@ open client connection, so afterwards connections are refused.  ``start()`` may 
 ``stop()`` (pass the old ``port`` to come back on the same port).  Stopping and restarting KEEPS the request
 log and every knob; only :meth:`LLMServer.reset` clears them.
 
+Timing, for tests of concurrency: ``latency`` (a knob) makes every successful completion answer take
+that long (a whole answer waits it before it is sent; a stream spreads it over its events, like tokens
+being generated), and ``meet_next`` holds the next requests until they are all in at once.  Every
+request is numbered on one counter with the moment its answer was finished (``arrived`` /
+``finished``), so a test can tell which requests the server had in hand together
+(:meth:`ReceivedRequest.overlaps`) from the order of events alone, never from a stopwatch.
+
 Injected faults (``fail_next``, ``hang_next``, ``cut_next_stream``) are queues: each call appends ``count``
 entries, and each matching request consumes one entry, in the order the calls were made.  A single request
 may consume a hang and a failure at once: it then sleeps first and fails afterwards.
@@ -579,6 +586,19 @@ class ReceivedRequest:
     body: JSONObject | None  # parsed JSON object, or None when absent or not a JSON object
     raw_body: bytes
     query: str  # the raw query string, without "?"
+    #: When the request had arrived, and when the server began sending the last part of its answer
+    #: (``None``: it never did), both on one counter of the server's events: a client cannot have
+    #: read an answer before it was ``finished``, so these orders are facts, not races.
+    arrived: int = 0
+    finished: int | None = None
+
+    def overlaps(self, other: ReceivedRequest) -> bool:
+        """Whether the server had both requests in hand at once (each arrived before the other was answered)."""
+
+        def before_end(a: ReceivedRequest, b: ReceivedRequest) -> bool:
+            return b.finished is None or a.arrived < b.finished
+
+        return before_end(self, other) and before_end(other, self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -620,6 +640,7 @@ class _Settings:
     edit_content: Callable[[str], str] | None
     response_headers: dict[str, str]
     sample_unseeded: bool = False
+    latency: float
 
 
 class _AbortConnection(Exception):
@@ -774,6 +795,11 @@ class LLMServer:
         self._cuts: collections.deque[int] = collections.deque()
         self._stalls: collections.deque[tuple[int, float]] = collections.deque()
         self._raw: collections.deque[_RawAnswer] = collections.deque()
+        self._meetings: collections.deque[threading.Barrier] = collections.deque()
+        # Every barrier meet_next made, so stop() can wake the requests still waiting at one.
+        self._barriers: list[threading.Barrier] = []
+        # One counter for arrivals and finished answers (ReceivedRequest.arrived / .finished).
+        self._events = itertools.count(1)
         self._set_default_knobs()
 
     def _set_default_knobs(self) -> None:
@@ -788,6 +814,9 @@ class LLMServer:
         self.response_headers: dict[str, str] = default_response_headers()
         self.sample_unseeded: bool = False
         self._samples = 0
+        #: Seconds every successful completion answer takes (0: at once). A whole answer waits them
+        #: before it is sent; a stream sends its headers at once and spreads them over its events.
+        self.latency: float = 0.0
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -827,6 +856,10 @@ class LLMServer:
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         self._http = self._thread = None
         self._stopping.set()
+        with self._lock:
+            barriers = list(self._barriers)
+        for barrier in barriers:
+            barrier.abort()  # requests waiting for company answer now
         http_server.shutdown()
         http_server.server_close()
         # Keep-alive connections in the SDK's pool would otherwise still reach the old handler threads,
@@ -892,6 +925,17 @@ class LLMServer:
         with self._lock:
             self._hangs.extend([seconds] * count)
 
+    def meet_next(self, count: int, timeout: float = 10.0) -> None:
+        """The next ``count`` completion requests wait until all ``count`` have arrived, then answer.
+
+        Requests sent together are then all in the server at once, whatever the machine's load;
+        requests sent one at a time wait ``timeout`` seconds (or until stop()) and answer alone.
+        """
+        barrier = threading.Barrier(count, timeout=timeout)
+        with self._lock:
+            self._barriers.append(barrier)
+            self._meetings.extend([barrier] * count)
+
     def cut_next_stream(self, after_chunks: int = 1, count: int = 1) -> None:
         """The next ``count`` streamed answers drop the connection after ``after_chunks`` data events.
 
@@ -931,6 +975,8 @@ class LLMServer:
             self._hangs.clear()
             self._cuts.clear()
             self._stalls.clear()
+            self._meetings.clear()
+            self._barriers.clear()
             self._set_default_knobs()
 
     def expected_text(
@@ -1048,7 +1094,17 @@ class LLMServer:
 
     def _record(self, request: ReceivedRequest) -> None:
         with self._lock:
+            request.arrived = next(self._events)
             self.requests.append(request)
+
+    def _finishing(self, request: ReceivedRequest) -> None:
+        """Note that the last part of ``request``'s answer is about to be sent (see ``finished``)."""
+        with self._lock:
+            request.finished = next(self._events)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0 and self._stopping.wait(seconds):
+            raise _AbortConnection  # stop() woke us: a stopped server answers nothing
 
     def _settings(self) -> _Settings:
         with self._lock:
@@ -1061,6 +1117,7 @@ class LLMServer:
                 edit_content=self.edit_content,
                 response_headers=dict(self.response_headers),
                 sample_unseeded=self.sample_unseeded,
+                latency=self.latency,
             )
 
     def _answer(self, handler: _Handler, request: ReceivedRequest) -> None:
@@ -1080,9 +1137,18 @@ class LLMServer:
             hang = self._hangs.popleft() if self._hangs else None
             failure = self._failures.popleft() if self._failures else None
             raw = self._raw.popleft() if self._raw else None
+            meeting = self._meetings.popleft() if self._meetings else None
+        if meeting is not None:
+            try:
+                meeting.wait()
+            except threading.BrokenBarrierError:
+                if self._stopping.is_set():
+                    raise _AbortConnection from None  # a stopped server answers nothing
+                # else timed out: the others never came, so this one answers alone
         if raw is not None:
             headers = {"Content-Type": raw.content_type, "Content-Length": str(len(raw.body))}
             self._send_headers(handler, settings, raw.status, headers)
+            self._finishing(request)
             handler.wfile.write(raw.body)
             return
         if hang is not None and self._stopping.wait(hang):
@@ -1174,6 +1240,7 @@ class LLMServer:
                     200,
                     {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))},
                 )
+                self._finishing(request)
                 handler.wfile.write(body)
                 return
             if response_format != "json":
@@ -1546,7 +1613,10 @@ class LLMServer:
             body = gzip_module.compress(body, mtime=0)
             headers["Content-Encoding"] = "gzip"
         headers["Content-Length"] = str(len(body))
+        if status == 200 and request.path in COMPLETION_PATHS:
+            self._wait(settings.latency)
         self._send_headers(handler, settings, status, headers)
+        self._finishing(request)
         if request.method != "HEAD":
             handler.wfile.write(body)
 
@@ -1595,6 +1665,11 @@ class LLMServer:
                 handler.wfile.flush()
                 if self._stopping.wait(stall[1]):
                     raise _AbortConnection  # stop() woke us: a stopped server answers nothing
+            if settings.latency:
+                handler.wfile.flush()  # what was generated so far is on its way
+                self._wait(settings.latency / len(events))
+            if index == len(events) - 1:
+                self._finishing(request)
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         handler.wfile.write(b"0\r\n\r\n")
 

@@ -700,6 +700,65 @@ def test_concurrent_sync_streams_from_threads(llm_server: LLMServer, client: ope
     ]
 
 
+def test_meet_next_holds_requests_sent_together_and_the_log_shows_them_overlap(
+    llm_server: LLMServer, client: openai.OpenAI
+) -> None:
+    llm_server.meet_next(3)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda seed: chat_text(client, seed=seed), range(3)))
+    together = llm_server.requests
+    assert all(a.overlaps(b) for a in together for b in together if a is not b)
+    assert max(r.arrived for r in together) < min(r.finished or 0 for r in together)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_latency_delays_answers_and_requests_sent_one_at_a_time_never_overlap(
+    llm_server: LLMServer, client: openai.OpenAI, stream: bool
+) -> None:
+    llm_server.latency = 0.05
+    for seed in range(3):
+        if stream:
+            list(client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=seed, stream=True))
+        else:
+            chat_text(client, seed=seed)
+    first, second, third = llm_server.requests
+    assert not first.overlaps(second) and not second.overlaps(third)
+    assert [r.arrived < (r.finished or 0) for r in (first, second, third)] == [True] * 3
+
+
+def test_a_stream_spreads_latency_over_its_events(llm_server: LLMServer, client: openai.OpenAI) -> None:
+    """Its headers come at once: a request sent while the stream is read overlaps it."""
+    llm_server.latency = 0.3
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=1, stream=True)
+    chat_text(client, seed=2)  # while the stream is still being generated
+    list(stream)
+    streamed, whole = llm_server.requests
+    assert streamed.overlaps(whole)
+
+
+def test_stop_wakes_requests_waiting_to_meet(llm_server: LLMServer) -> None:
+    llm_server.meet_next(2, timeout=120)
+    with openai.OpenAI(base_url=llm_server.base_url, api_key="sk-test", max_retries=0, timeout=60) as alone:
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                chat_text(alone)
+            except openai.APIConnectionError as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        while not llm_server.requests:
+            threading.Event().wait(0.01)
+        stopper = threading.Thread(target=llm_server.stop)
+        stopper.start()
+        stopper.join(timeout=30)  # a deadlock guard, not a timing measurement
+        caller.join(timeout=30)
+    assert not stopper.is_alive() and not caller.is_alive()
+    assert len(errors) == 1 and llm_server.requests[0].finished is None
+
+
 # ------------------------------------------------------------------------------------ tool calls
 
 WEATHER = {

@@ -377,7 +377,12 @@ def _open_test(
     run.sdk_patched = True
     replaying = settings.mode == "replay"
     active = intercept.ActiveTest(
-        state.calls, prepare_body, on_error, retries=not replaying, repeat=settings.repeat
+        state.calls,
+        prepare_body,
+        on_error,
+        retries=not replaying,
+        repeat=settings.repeat,
+        repeat_serial=settings.repeat_serial,
     )
     state.settle = active.settle
     intercept.activate(active)

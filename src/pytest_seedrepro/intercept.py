@@ -11,6 +11,11 @@ openai 1.x (httpx) to 3.x (httpx2):
   teed, so what the caller reads (whole body or SSE stream) is also parsed into
   the ``Call``.
 
+With ``--seedrepro-repeat=N`` a read call's N-1 repeats are sent together with
+it (sync: one thread each; async: tasks on the running loop), their streams read
+to the end, so N sends cost about one call's time; ``--seedrepro-repeat-serial``
+sends them one at a time after it, its stream read to the end first.
+
 Patching the classes, not a client, covers clients that the code under test
 builds itself. The patches do nothing unless a ``seeded_llm`` test is running.
 This module imports openai, so only the fixture imports it.
@@ -26,7 +31,7 @@ import threading
 import uuid
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_seedrepro import answers, sdk
@@ -57,12 +62,15 @@ class ActiveTest:
         *,
         retries: bool = True,
         repeat: int = 1,
+        repeat_serial: bool = False,
     ) -> None:
         self.calls = calls
         #: Streams being read; ``settle()`` parses those the code under test left unfinished.
         self.open_streams: list[_StreamSink] = []
         #: ``--seedrepro-repeat``: each read call is sent this many times in all.
         self.repeat = repeat
+        #: ``--seedrepro-repeat-serial``: the repeats go one at a time, after the call, not together with it.
+        self.repeat_serial = repeat_serial
         self._retries = retries
         self._prepare_body = prepare_body
         self._on_error = on_error
@@ -123,6 +131,35 @@ class ActiveTest:
 
     def repeat_failed(self, call: Call, number: int, exc: BaseException) -> None:
         call.error = call.error or f"repeat {number} of {self.repeat} failed: {type(exc).__name__}: {exc}"
+
+    def repeat_sends(self, given: FinalRequestOptions, call: Call | None) -> list[FinalRequestOptions]:
+        """The pinned requests of ``call``'s repeats, to send together with it (none when serial).
+
+        All are pinned here, before anything is sent, in the calling thread and in
+        order: request hooks run as they would one send after another, and
+        ``call.repeats`` keeps the repeats' numbers whatever order they are answered in.
+        """
+        if self.repeat_serial:
+            return []
+        return [self.before_request(given, repeat_of=call) for _ in range(self.repeats_due(call))]
+
+    def repeats_sent(
+        self, call: Call | None, errors: Sequence[BaseException | None], *, answered: bool
+    ) -> None:
+        """Settle the repeats that went together with ``call``: what one send after another would leave.
+
+        ``errors`` holds each repeat's exception (``None``: it was answered), in
+        order. A call that raised or has no usable answer gets no repeats at all,
+        as it would have got none sent after it: its figures would compare nothing.
+        """
+        if call is None or not errors:
+            return
+        if not answered or not self.repeats_due(call):
+            call.repeats.clear()
+            return
+        for number, exc in enumerate(errors, start=2):
+            if exc is not None:
+                self.repeat_failed(call, number, exc)
 
     def settle(self) -> None:
         """Parse what arrived of every stream the code under test neither read to its end nor closed.
@@ -247,16 +284,28 @@ def install() -> None:
             return sync_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
+        sends = test.repeat_sends(given, call)
+        together = _RepeatThreads(
+            lambda again: sync_request(self, cast_to, again, *args, **kwargs),
+            sends,
+            bool(call and call.stream),
+        )
         token = _current.set(call)
         try:
             result = sync_request(self, cast_to, options, *args, **kwargs)
         except Exception as exc:
             replacement = test.failed(options, exc)
+            test.repeats_sent(call, together.join(), answered=False)
             if replacement is None:
                 raise
             raise replacement from None
         finally:
             _current.reset(token)
+        if sends:
+            test.repeats_sent(call, together.join(), answered=True)
+            return result
+        if call is not None and call.stream and test.repeats_due(call):
+            _read_ahead(result)  # one at a time: the first answer is whole before a repeat is sent
         for number in range(2, 2 + test.repeats_due(call)):
             assert call is not None
             try:  # the same request again; the test only ever sees the first answer
@@ -279,11 +328,21 @@ def install() -> None:
             return await async_request(self, cast_to, options, *args, **kwargs)
         given, options = options, test.before_request(options)
         call = test.call_for(options)
+        # Tasks need asyncio's loop (another event loop, e.g. trio's, gets its repeats one at a time).
+        sends = test.repeat_sends(given, call) if _asyncio_running() else []
+        stream = bool(call and call.stream)
+        tasks = [
+            asyncio.ensure_future(
+                _send_repeat(functools.partial(async_request, self, cast_to, again, *args, **kwargs), stream)
+            )
+            for again in sends
+        ]
         token = _current.set(call)
         try:
             result = await async_request(self, cast_to, options, *args, **kwargs)
         except Exception as exc:
             replacement = test.failed(options, exc)
+            test.repeats_sent(call, await asyncio.gather(*tasks), answered=False)
             if replacement is None:
                 raise
             raise replacement from None
@@ -292,9 +351,23 @@ def install() -> None:
             # a whole stream here): no answer, and nothing of it is recorded.
             if call is not None:
                 call.error = call.error or CANCELLED
+            await _cancel(tasks)
+            test.repeats_sent(call, [None] * len(tasks), answered=False)
             raise
         finally:
             _current.reset(token)
+        if tasks:
+            try:
+                errors = await asyncio.gather(*tasks)
+            except asyncio.CancelledError:
+                # The caller gave up while the repeats were on their way (gather cancelled
+                # them): the call never returned, and half its repeats are no figures.
+                test.repeats_sent(call, [None] * len(tasks), answered=False)
+                raise
+            test.repeats_sent(call, errors, answered=True)
+            return result
+        if call is not None and call.stream and test.repeats_due(call):
+            await _aread_ahead(result)  # one at a time: the first answer is whole before a repeat is sent
         for number in range(2, 2 + test.repeats_due(call)):
             assert call is not None
             try:
@@ -331,6 +404,139 @@ def uninstall() -> None:
     for (cls, name), original in _originals.items():
         setattr(cls, name, original)
     _originals.clear()
+
+
+class _RepeatThreads:
+    """A call's repeats, each sent from a thread of its own while the call itself is sent.
+
+    Threads, not a pool: they end with the call, so none is left running when
+    the test ends (a thread a test leaves behind may not call the API).
+    """
+
+    def __init__(self, send: Callable[[FinalRequestOptions], Any], sends: list[Any], stream: bool) -> None:
+        self.errors: list[BaseException | None] = [None] * len(sends)
+        self.threads = [
+            threading.Thread(
+                target=self._run, args=(number, send, again, stream), name="seedrepro-repeat", daemon=True
+            )
+            for number, again in enumerate(sends)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, number: int, send: Callable[[FinalRequestOptions], Any], again: Any, stream: bool) -> None:
+        try:
+            answer = send(again)
+            for _ in answer if stream else ():  # read to its end: the answer is all of the stream
+                pass
+        except Exception as exc:
+            self.errors[number] = exc
+
+    def join(self) -> list[BaseException | None]:
+        """Wait for every repeat; each one's exception (``None``: answered), in order."""
+        for thread in self.threads:
+            thread.join()
+        return self.errors
+
+
+async def _send_repeat(send: Callable[[], Any], stream: bool) -> BaseException | None:
+    """Send one repeat (a task of its own) and read its stream to the end; its exception, if any."""
+    _current.set(None)  # the task's own copy of the context: the call being sent is not this one
+    try:
+        answer = await send()
+        if stream:
+            async for _ in answer:
+                pass
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def _cancel(tasks: Sequence[asyncio.Future[BaseException | None]]) -> None:
+    """Cancel the repeats of a cancelled call and let them end, so no task outlives the test."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+def _asyncio_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _read_ahead(result: Any) -> None:
+    """Read a streamed answer's bytes to their end now; the caller reads them later as they came.
+
+    A server that batches requests must be done with the call before a repeat
+    sent one at a time arrives. A stream that broke off breaks off again, at the
+    same byte, when the caller reads it.
+    """
+    response: Any = getattr(result, "response", None)
+    inner = getattr(response, "stream", None)
+    if inner is None:
+        return
+    parts: list[bytes] = []
+    error: Exception | None = None
+    try:
+        for part in inner:
+            parts.append(part)
+    except Exception as exc:
+        error = exc
+    base = http_module(type(response)).SyncByteStream
+    response.stream = _replay_class(base, False)(inner, parts, error)
+
+
+async def _aread_ahead(result: Any) -> None:
+    """:func:`_read_ahead` for an async stream."""
+    response: Any = getattr(result, "response", None)
+    inner = getattr(response, "stream", None)
+    if inner is None:
+        return
+    parts: list[bytes] = []
+    error: Exception | None = None
+    try:
+        async for part in inner:
+            parts.append(part)
+    except Exception as exc:
+        error = exc
+    base = http_module(type(response)).AsyncByteStream
+    response.stream = _replay_class(base, True)(inner, parts, error)
+
+
+@functools.cache
+def _replay_class(base: type, is_async: bool) -> type:
+    """A byte stream of ``base``'s module that gives what was read ahead, then its error, if any."""
+
+    class SyncReplay(base):  # type: ignore[misc]
+        def __init__(self, inner: Any, parts: list[bytes], error: Exception | None) -> None:
+            self._inner, self._parts, self._error = inner, parts, error
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._parts
+            if self._error is not None:
+                raise self._error
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class AsyncReplay(base):  # type: ignore[misc]
+        def __init__(self, inner: Any, parts: list[bytes], error: Exception | None) -> None:
+            self._inner, self._parts, self._error = inner, parts, error
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for part in self._parts:
+                yield part
+            if self._error is not None:
+                raise self._error
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return AsyncReplay if is_async else SyncReplay
 
 
 def _observe(options: FinalRequestOptions, response: Any, stream: bool, *, is_async: bool) -> None:

@@ -43,6 +43,8 @@ class Settings:
     only_drifted: bool = False
     #: ``--seedrepro-repeat``: how many times each call is sent (1: once, the usual).
     repeat: int = 1
+    #: ``--seedrepro-repeat-serial``: a call's repeats go one at a time, after it, not together with it.
+    repeat_serial: bool = False
     #: ini values that do not apply to this run, one line each for the report header.
     ignored: tuple[str, ...] = ()
 
@@ -76,6 +78,16 @@ def refresh_drifted_command(mode: str = "rerecord") -> str:
 def record_command(nodeid: str) -> str:
     """The command that records what a test is missing."""
     return f"pytest --seedrepro-mode=record '{nodeid}'"
+
+
+def repeat_line(settings: Settings) -> str:
+    """How ``--seedrepro-repeat`` sends calls this run (batching servers may answer each way differently)."""
+    if settings.repeat_serial:
+        return f"every call is sent {settings.repeat} times, one at a time (--seedrepro-repeat-serial)"
+    return (
+        f"every call is sent {settings.repeat} times, its repeats together with it "
+        "(--seedrepro-repeat-serial sends them one at a time)"
+    )
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -148,8 +160,9 @@ def add_options(parser: pytest.Parser) -> None:
         group,
         "seedrepro_repeat",
         "N",
-        "send every call of every seeded_llm test N times (N >= 2, with --seedrepro-mode=live only) and "
-        "report how reproducible the answers are; nothing is recorded or snapshotted (default: off)",
+        "send every call of every seeded_llm test N times, the repeats together with it (N >= 2, with "
+        "--seedrepro-mode=live only) and report how reproducible the answers are; nothing is recorded or "
+        "snapshotted (default: off)",
     )
     group.addoption(
         "--seedrepro-only-drifted",
@@ -162,6 +175,21 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "seedrepro_only_drifted",
         "run only the tests that drifted in the last run (true/false)",
+        type="bool",
+        default=False,
+    )
+    group.addoption(
+        "--seedrepro-repeat-serial",
+        dest="seedrepro_repeat_serial",
+        action="store_true",
+        default=None,
+        help="with --seedrepro-repeat: send a call's repeats one at a time, after it (its stream read to "
+        "the end first), for servers that batch concurrent requests and may answer them differently "
+        "(default: the repeats are sent together with the call)",
+    )
+    parser.addini(
+        "seedrepro_repeat_serial",
+        "with --seedrepro-repeat, send a call's repeats one at a time (true/false)",
         type="bool",
         default=False,
     )
@@ -268,9 +296,22 @@ def resolve(config: pytest.Config) -> Settings:
             )
         ignored.append(f"ini seedrepro_repeat={repeat} ignored: it needs --seedrepro-mode=live")
         repeat = 1
+    # An ini value only says how repeats are sent whenever there are some: no
+    # line in runs without them. The flag asks for repeats this run lacks.
+    serial_flag = bool(config.getoption("seedrepro_repeat_serial", default=None))
+    try:
+        serial = serial_flag or bool(config.getini("seedrepro_repeat_serial"))
+    except (ValueError, pytest.UsageError) as exc:  # pytest's own line does not say which option
+        raise pytest.UsageError(f"ini option seedrepro_repeat_serial: {exc}; give true or false") from None
+    if serial_flag and repeat < 2:
+        raise pytest.UsageError(
+            "--seedrepro-repeat-serial says how --seedrepro-repeat sends its repeats: use it with "
+            "--seedrepro-repeat=N and --seedrepro-mode=live"
+        )
     return Settings(
         mode=mode,
         repeat=repeat,
+        repeat_serial=serial and repeat > 1,
         on_fingerprint_change=_choice(config, "seedrepro_on_fingerprint_change", POLICIES, DEFAULT_POLICY),
         default_seed=seed,
         model=model[0] if model else DEFAULT_MODEL,

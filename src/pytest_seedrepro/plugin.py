@@ -52,6 +52,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"seedrepro: mode={settings.mode}, default seed={settings.default_seed}, "
         f"on fingerprint change={settings.on_fingerprint_change}",
+        *([f"seedrepro: repeat: {options.repeat_line(settings)}"] if settings.repeat > 1 else []),
         *(f"seedrepro: {line}" for line in settings.ignored),
     ]
 

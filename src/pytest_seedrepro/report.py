@@ -294,8 +294,10 @@ class RunSummary:
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        serial = self.config.stash[RUN_STATE].settings.repeat_serial
         lines = [
-            f"repeat: each call sent {self.repeat[0][1]['n']} times; identical = answers equal to the first"
+            f"repeat: each call sent {self.repeat[0][1]['n']} times, "
+            f"{'one at a time' if serial else 'together'}; identical = answers equal to the first"
         ]
         for row in rows:
             lines.append(
