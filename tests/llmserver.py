@@ -639,8 +639,8 @@ class _Settings:
     gzip: bool
     edit_content: Callable[[str], str] | None
     response_headers: dict[str, str]
-    sample_unseeded: bool = False
     latency: float
+    sample_unseeded: bool = False
 
 
 class _AbortConnection(Exception):

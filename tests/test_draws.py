@@ -400,3 +400,21 @@ def test_the_html_report_shows_the_draws(suite: pytest.Pytester, llm_server: LLM
     assert "<h2>Draws</h2>" in page
     assert "<td><code>test_it.py::test_chat</code></td><td>4/5</td><td>0.8</td>" in page
     assert "3: failed" in page
+
+
+@pytest.mark.parametrize("mode", ["live", "rerecord"])
+def test_new_unseeded_draws_are_judged_by_the_gate_not_by_exact_text(
+    suite: pytest.Pytester, llm_server: LLMServer, mode: str
+) -> None:
+    llm_server.sample_unseeded = True  # every Responses answer is a new sample
+    suite.makepyfile(test_it=RESPONSES.format(min_pass=0.8, prompt=PROMPT))
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
+    written = {p: p.read_bytes() for p in suite.path.rglob("*.yaml")}
+    first = _outputs(suite)
+    # Five new samples: other text under the same backend, the same 4/5 by the test's own assertions.
+    result = suite.runpytest(f"--seedrepro-mode={mode}", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["test_it.py::test_sample PASSED (4/5 draws)*"])
+    assert _outputs(suite) != first  # really other answers
+    result.stdout.fnmatch_lines(["varied (no seed): test_it.py::test_sample call *"])
+    assert {p: p.read_bytes() for p in suite.path.rglob("*.yaml")} == written
