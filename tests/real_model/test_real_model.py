@@ -442,3 +442,45 @@ def test_repeat_mode_finds_the_real_model_reproducible_under_a_pinned_seed(
         f"identical {varied['identical']}/{n}, distinct {varied['distinct']}, similarity {varied['similarity']}",
     )
     assert varied["distinct"] >= n - 1 and varied["identical"] < n
+
+
+DRAWS = """
+import json
+
+@pytest.mark.seed(41)
+@pytest.mark.draws(3, min_pass=0.5)
+def test_story(seeded_llm):
+    text = story(seeded_llm)
+    with open(f"draw-{seeded_llm.draw}.json", "w", encoding="utf-8") as f:
+        json.dump({"text": text, "seeds": [c.seed for c in seeded_llm.draw_calls]}, f)
+    assert seeded_llm.draw != 1, "draw 1 is the failing one"
+"""
+
+
+def test_draws_give_distinct_seeded_outputs_and_replay_offline_with_the_same_figures(
+    suite: pytest.Pytester,
+    llama_server: LlamaServer,
+    server_back_up: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suite.makepyfile(test_draws=inner_module(DRAWS))
+
+    def draws() -> list[dict[str, Any]]:
+        return [json.loads((suite.path / f"draw-{k}.json").read_text(encoding="utf-8")) for k in range(3)]
+
+    result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["test_draws.py::test_story PASSED (2/3 draws)*"])
+    recorded = draws()
+    seeds = [d["seeds"][0] for d in recorded]
+    assert len(set(seeds)) == 3, seeds  # each draw its own seed
+    assert len({d["text"] for d in recorded}) == 3, recorded  # and the real model answers each differently
+
+    llama_server.stop()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    for path in suite.path.glob("draw-*.json"):
+        path.unlink()
+    result = suite.runpytest("-v")  # replay, offline, no key
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["test_draws.py::test_story PASSED (2/3 draws)*"])
+    assert draws() == recorded
