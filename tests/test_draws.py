@@ -418,3 +418,23 @@ def test_new_unseeded_draws_are_judged_by_the_gate_not_by_exact_text(
     assert _outputs(suite) != first  # really other answers
     result.stdout.fnmatch_lines(["varied (no seed): test_it.py::test_sample call *"])
     assert {p: p.read_bytes() for p in suite.path.rglob("*.yaml")} == written
+
+
+def test_a_draw_that_made_no_call_does_not_make_the_recording_look_short(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(
+        test_it="""
+        import pytest
+
+        @pytest.mark.draws(4, min_pass=0.5)
+        def test_chat(seeded_llm):
+            assert seeded_llm.draw != 1, "draw 1 fails before its call"
+            seeded_llm.complete("name a colour")
+        """
+    )
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update", "-v").assert_outcomes(passed=1)
+    llm_server.stop()
+    result = suite.runpytest("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["test_it.py::test_chat PASSED (3/4 draws)*"])

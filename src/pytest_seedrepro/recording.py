@@ -639,8 +639,13 @@ def _tagging(draw: Callable[[], int]) -> Callable[[Any], Any]:
 
 
 def recorded_draws(cassette: Any) -> int:
-    """How many draws a loaded cassette holds (distinct tags; an untagged recording counts as one)."""
-    return len({draw_tag(request.uri) for request, _ in cassette.data})
+    """How many draws a loaded cassette holds: its last draw's number + 1 (an untagged recording: one).
+
+    By the last draw, not by counting tags: a draw whose body failed before it
+    made a call holds no interaction, and must not make the recording look short.
+    """
+    tags = [draw_tag(request.uri) for request, _ in cassette.data]
+    return max((tag for tag in tags if tag is not None), default=0) + 1
 
 
 @contextmanager
