@@ -463,14 +463,14 @@ def test_draws_give_distinct_seeded_outputs_and_replay_offline_with_the_same_fig
     server_back_up: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    suite.makepyfile(test_draws=inner_module(DRAWS))
+    suite.makepyfile(test_gemma_draws=inner_module(DRAWS))
 
     def draws() -> list[dict[str, Any]]:
         return [json.loads((suite.path / f"draw-{k}.json").read_text(encoding="utf-8")) for k in range(3)]
 
     result = suite.runpytest("--seedrepro-mode=record", "--snapshot-update", "-v")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["test_draws.py::test_story PASSED (2/3 draws)*"])
+    result.stdout.fnmatch_lines(["test_gemma_draws.py::test_story PASSED (2/3 draws)*"])
     recorded = draws()
     seeds = [d["seeds"][0] for d in recorded]
     assert len(set(seeds)) == 3, seeds  # each draw its own seed
@@ -482,5 +482,5 @@ def test_draws_give_distinct_seeded_outputs_and_replay_offline_with_the_same_fig
         path.unlink()
     result = suite.runpytest("-v")  # replay, offline, no key
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["test_draws.py::test_story PASSED (2/3 draws)*"])
+    result.stdout.fnmatch_lines(["test_gemma_draws.py::test_story PASSED (2/3 draws)*"])
     assert draws() == recorded
