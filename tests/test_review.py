@@ -83,10 +83,13 @@ def test_a_drift_in_rerecord_is_accepted_with_the_server_stopped_and_replay_pass
 def test_a_regression_in_live_is_reviewed_with_a_piped_and_replay_passes(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
-    recorded(suite, llm_server)
+    before = recorded(suite, llm_server)
     llm_server.variant = "regressed"
+    sent = len(llm_server.requests)
     result = suite.runpytest("--seedrepro-mode=live", "-s", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
+    assert len(llm_server.requests) == sent + 1  # live still sends every request, recording or not
+    assert files_of(suite.path) == before
     new_output = output_of(result)
     result.stdout.fnmatch_lines(["1 change(s) pending: seedrepro review"])
     status, out, err = seedrepro(suite, "review", answers="A\n")
@@ -274,3 +277,66 @@ def test_the_html_report_shows_the_accept_command_on_each_changed_row(
     ).assert_outcomes(failed=1)
     page = Path(suite.path / "report.html").read_text()
     assert "seedrepro accept test_it.py::test_a" in page
+
+
+PARAMETRIZED = """
+import pytest
+
+@pytest.mark.parametrize("topic", ["cats", "dogs"])
+def test_p(seeded_llm, topic):
+    seeded_llm.complete(f"tell me about {topic}")
+
+def test_q(seeded_llm):
+    seeded_llm.complete("tell me a story")
+"""
+
+
+def test_review_reads_one_answer_a_line_and_end_of_input_skips_the_rest(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(test_it=PARAMETRIZED)
+    suite.runpytest("--seedrepro-mode=live", "-p", "no:cacheprovider").assert_outcomes(failed=3)
+    status, out, err = seedrepro(suite, "review", answers="x\nR\ns\n")
+    assert (status, err) == (0, "")
+    assert "answer a, r or s, not 'x'" in out
+    assert "rejected: test_it.py::test_p[cats]" in out
+    assert "skipped: test_it.py::test_p[dogs]" in out
+    assert out.rstrip().endswith("end of input: the rest is skipped")
+    assert [line.split("  ")[0] for line in seedrepro(suite, "pending")[1].splitlines()] == [
+        "test_it.py::test_p[dogs]",
+        "test_it.py::test_q",
+    ]
+    assert files_of(suite.path) == {}
+
+
+def test_a_test_without_its_parameters_or_a_file_selects_every_change_below_it(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(test_it=PARAMETRIZED)
+    suite.runpytest("--seedrepro-mode=live", "-p", "no:cacheprovider").assert_outcomes(failed=3)
+    assert seedrepro(suite, "reject", "test_it.py::test_p") == (
+        0,
+        "rejected: test_it.py::test_p[cats]\nrejected: test_it.py::test_p[dogs]\n",
+        "",
+    )
+    suite.runpytest("--seedrepro-mode=live", "-p", "no:cacheprovider").assert_outcomes(failed=3)
+    assert seedrepro(suite, "accept", "test_it.py")[1].count("accepted: ") == 3
+    llm_server.stop()
+    suite.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3)
+
+
+def test_the_console_script_is_the_commands_main() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["seedrepro"] == "pytest_seedrepro.review:main"
+
+
+def test_the_command_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, pytest_seedrepro.review; "
+        "print(sorted(m for m in ('openai', 'vcr', 'syrupy', 'httpx', 'yaml') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout == "[]\n"
