@@ -173,6 +173,29 @@ def test_a_draws_test_is_accepted_as_a_whole(suite: pytest.Pytester, llm_server:
     assert sorted(line for line in replayed.outlines if "OUTPUT: " in line) == outputs
 
 
+def test_a_draws_test_below_its_gate_is_kept_as_kind_draws(
+    suite: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makepyfile(
+        test_it="""
+        import os
+        import pytest
+
+        @pytest.mark.draws(2)
+        def test_drawn(seeded_llm):
+            seeded_llm.complete("tell me a story")
+            assert os.environ.get("FAIL_THE_DRAWS") != "1"
+        """
+    )
+    suite.runpytest(*RECORD).assert_outcomes(passed=1)
+    before = files_of(suite.path)
+    llm_server.variant = "regressed"
+    monkeypatch.setenv("FAIL_THE_DRAWS", "1")
+    suite.runpytest("--seedrepro-mode=rerecord", "-p", "no:cacheprovider").assert_outcomes(failed=1)
+    assert files_of(suite.path) == before
+    assert seedrepro(suite, "pending")[1].split("  ")[:2] == ["test_it.py::test_drawn", "draws"]
+
+
 def test_accept_refuses_when_the_snapshot_changed_since_the_run(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
@@ -189,6 +212,20 @@ def test_accept_refuses_when_the_snapshot_changed_since_the_run(
         "run the test again to review its change against it\n"
     )
     assert files_of(suite.path) == edited
+
+
+def test_an_accept_that_cannot_write_the_snapshot_writes_neither_file(
+    suite: pytest.Pytester, llm_server: LLMServer
+) -> None:
+    suite.makepyfile(test_it=ONE_CALL)
+    suite.runpytest("--seedrepro-mode=live", "-p", "no:cacheprovider").assert_outcomes(failed=1)
+    (suite.path / "__snapshots__").write_text("a file where the snapshots' directory should be\n")
+    status, out, err = seedrepro(suite, "accept")
+    assert (status, out) == (2, "")
+    assert err.startswith("seedrepro: test_it.py::test_a: not accepted: cannot write the snapshot ")
+    assert err.count("\n") == 1
+    assert not (suite.path / CASSETTE).exists()
+    assert seedrepro(suite, "pending")[1].startswith("test_it.py::test_a  new  ")
 
 
 def test_bad_input_is_one_line_and_exit_2(suite: pytest.Pytester, llm_server: LLMServer) -> None:

@@ -210,15 +210,32 @@ def check(entry: Pending, root: Path) -> None:
 
 def accept(entry: Pending, root: Path) -> None:
     """Write the test's recording and snapshot byte for byte, forget the change and the test's drift."""
-    for name, target in _targets(entry):
-        path = root / target["path"]
-        if target.get("text") is None:  # the test used nothing: it has no recording
+    done: list[tuple[Path, bytes | None]] = []
+    try:
+        for name, target in _targets(entry):
+            path = root / target["path"]
+            before = path.read_bytes() if path.is_file() else None
+            if target.get("text") is None:  # the test used nothing: it has no recording
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise NotWritten(f"cannot remove the {name} {path}: {exc.strerror or exc}") from None
+            else:
+                write_atomically(path, target["text"], what=f"the {name}")
+            done.append((path, before))
+    except (NotWritten, OSError) as exc:
+        # Written together or not at all: the file already written gets its previous bytes back.
+        for path, before in reversed(done):
             try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                raise NotWritten(f"cannot remove the {name} {path}: {exc.strerror or exc}") from None
-        else:
-            write_atomically(path, target["text"], what=f"the {name}")
+                if before is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    path.write_bytes(before)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise NotWritten(f"{entry.nodeid}: not accepted: {exc.strerror or exc}") from None
+        raise NotWritten(f"{entry.nodeid}: not accepted: {exc}") from None
     _forget_drift(entry)
     entry.file.unlink(missing_ok=True)
 
