@@ -77,11 +77,28 @@ def keep(root: Path, entry: dict[str, Any]) -> None:
         target = entry.get(name)
         if target is not None:
             target["sha256"] = sha256_of(root / target["path"])
-    cache = root / CACHE_DIR
-    if not (cache / ".gitignore").exists():
-        write_atomically(cache / ".gitignore", _GITIGNORE, what="the pending changes' .gitignore")
+    _ignored_by_git(root / CACHE_DIR)
     text = json.dumps({"version": VERSION, **entry}, indent=1, ensure_ascii=False) + "\n"
     write_atomically(entry_path(root, entry["nodeid"]), text, what="the pending change")
+
+
+def _ignored_by_git(cache: Path) -> None:
+    """Give ``cache`` the ``.gitignore`` pytest gives it, unless it has one (``-p no:cacheprovider``).
+
+    Created exclusively, not through a temp file: pytest-xdist workers may all
+    get here at once, and one must not remove another's temp file.
+    """
+    gitignore = cache / ".gitignore"
+    if gitignore.exists():
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with gitignore.open("x", encoding="utf-8") as handle:
+            handle.write(_GITIGNORE)
+    except FileExistsError:
+        pass  # another worker made it
+    except OSError as exc:
+        raise NotWritten(f"cannot write {gitignore}: {exc.strerror or exc}") from None
 
 
 def drop(root: Path, nodeid: str) -> None:
