@@ -244,6 +244,13 @@ def test_bad_input_is_one_line_and_exit_2(suite: pytest.Pytester, llm_server: LL
     status, out, err = seedrepro(suite, "accept")
     assert (status, out) == (2, "")
     assert err.startswith("seedrepro: test_it.py::test_a: its test file test_it.py is gone since the run")
+    (suite.path / ".pytest_cache/seedrepro/pending/broken.json").write_text('{"nodeid": 1}')
+    status, out, err = seedrepro(suite, "pending")
+    assert (status, out) == (
+        2,
+        "test_it.py::test_a  regression  fp_test_1/gpt-4o-mini -> fp_test_1/gpt-4o-mini\n",
+    )
+    assert err.startswith("seedrepro: cannot read the pending change ") and err.count("\n") == 1
     status, out, err = seedrepro(suite, "frobnicate")
     assert status == 2 and err.count("\n") == 1 and err.startswith("seedrepro: ")
 

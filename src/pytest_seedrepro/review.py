@@ -160,14 +160,33 @@ def load(root: Path) -> tuple[list[Pending], list[str]]:
     for file in sorted(store.glob("*.json")):
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or not isinstance(data.get("nodeid"), str):
-                raise ValueError("not a pending change")
+            if not _well_formed(data):
+                raise ValueError("not a pending change of this version")
         except (OSError, ValueError) as exc:
-            problems.append(f"cannot read the pending change {file}: {exc}; delete it")
+            problems.append(f"cannot read the pending change {file}: {exc}; delete it and run its test again")
             continue
         entries.append(Pending(file, data))
     entries.sort(key=lambda entry: entry.nodeid)
     return entries, problems
+
+
+def _well_formed(data: Any) -> bool:
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != VERSION
+        or not isinstance(data.get("nodeid"), str)
+    ):
+        return False
+    for name in ("recording", "snapshot"):
+        target = data.get(name)
+        if target is not None and not (
+            isinstance(target, dict)
+            and isinstance(target.get("path"), str)
+            and isinstance(target.get("text"), str | None)
+            and isinstance(target.get("sha256"), str | None)
+        ):
+            return False
+    return all(isinstance(data.get(side) or {}, dict) for side in ("old", "new", "divergence"))
 
 
 def select(entries: list[Pending], wanted: Sequence[str], root: Path, cwd: Path) -> list[Pending]:
