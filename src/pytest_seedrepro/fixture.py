@@ -340,13 +340,16 @@ def _open_test(
         # libraries that read the old name (llama-index, older langchain).
         for name in BASE_URL_VARIABLES:
             env.setenv(name, settings.base_url)
-    if settings.mode != "live":
+    # A live run records too (every request still reaches the API, nothing is replayed) and never
+    # writes: what it saw is kept for `seedrepro accept` (review.py). Not under the seed experiment
+    # (--seedrepro-repeat), which judges nothing and so leaves nothing to accept.
+    if settings.mode != "live" or settings.repeat <= 1:
         import pytest_seedrepro.recording as recording
 
         state.recording = recording.Recording(
             recording.cassette_path(item.path, item.nodeid, settings.cassette_dir),
             state.calls,
-            ignore_existing=settings.mode == "rerecord",
+            ignore_existing=settings.mode in ("rerecord", "live"),
             nodeid=item.nodeid,
         )
         try:

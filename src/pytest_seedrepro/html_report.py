@@ -100,7 +100,7 @@ def _arrow(old: Any, new: Any) -> str:
     return f"{html.escape(str(old))} &rarr; {html.escape(str(new))}"
 
 
-def _row(nodeid: str, data: dict[str, Any]) -> str:
+def _row(nodeid: str, data: dict[str, Any], pending: bool = False) -> str:
     verdict = str(data.get("verdict", "passed"))
     divergence = data.get("divergence") or {}
     fingerprints = data.get("fingerprints") or []
@@ -115,7 +115,7 @@ def _row(nodeid: str, data: dict[str, Any]) -> str:
     params = json.dumps(data.get("params") or {}, sort_keys=True)
     cells = [
         f'<td><span class="verdict v-{verdict}">{html.escape(VERDICTS.get(verdict, verdict))}</span></td>',
-        f"<td><code>{html.escape(nodeid)}</code></td>",
+        f"<td><code>{html.escape(nodeid)}</code>{_accept(nodeid) if pending else ''}</td>",
         f"<td>{html.escape(str(data.get('seed')))}</td>",
         f"<td><code>{html.escape(params)}</code></td>",
         f"<td>{fingerprint}</td>",
@@ -139,6 +139,13 @@ def _row(nodeid: str, data: dict[str, Any]) -> str:
         f'<div><b>this run</b><pre class="new">{right}</pre></div></div>{after}</td></tr>'
     )
     return row + detail
+
+
+def _accept(nodeid: str) -> str:
+    """The command that accepts the change this run left pending for the test (``seedrepro review``)."""
+    from pytest_seedrepro.review import accept_command
+
+    return f'<div class="note accept">accept: <code>{html.escape(accept_command(nodeid))}</code></div>'
 
 
 def _repeat_table(rows: Iterable[tuple[str, dict[str, Any]]]) -> str:
@@ -196,11 +203,14 @@ def render(
     repeat: list[tuple[str, dict[str, Any]]],
     client_errors: list[tuple[str, int, int, str]] | None = None,
     draws: list[tuple[str, dict[str, Any]]] | None = None,
+    pending: set[str] | None = None,
 ) -> str:
     """The whole page; ``client_errors``: (test, call, status, message) of each call answered with one.
 
-    ``draws``: (test, figures) of each ``@pytest.mark.draws`` test.
+    ``draws``: (test, figures) of each ``@pytest.mark.draws`` test. ``pending``: the tests whose
+    change the run kept for review; their rows show the command that accepts it.
     """
+    pending = pending or set()
     client_errors = client_errors or []
     counts: dict[str, int] = {}
     for _, data in tests:
@@ -221,7 +231,7 @@ def render(
         f"<b>fingerprints seen</b> {html.escape(fingerprints)}"
         f" &middot; <b>client errors</b> {len(client_errors)}"
     )
-    rows = "".join(_row(nodeid, data) for nodeid, data in tests)
+    rows = "".join(_row(nodeid, data, nodeid in pending) for nodeid, data in tests)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<title>pytest-seedrepro report</title>"

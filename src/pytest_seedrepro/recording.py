@@ -45,8 +45,9 @@ from pytest_seedrepro.files import (
 from pytest_seedrepro.ids import stable_ids
 from pytest_seedrepro.options import record_command
 
-#: seedrepro mode -> vcrpy record mode. ``live`` uses no cassette at all.
-RECORD_MODES = {"replay": "none", "record": "new_episodes", "rerecord": "all"}
+#: seedrepro mode -> vcrpy record mode. ``live`` records every exchange and replays none; its
+#: recording is never written by the run, only kept for ``seedrepro accept`` (``review.py``).
+RECORD_MODES = {"replay": "none", "record": "new_episodes", "rerecord": "all", "live": "all"}
 
 #: The request and response headers a recording keeps. An allow-list, not a
 #: blocklist: Authorization, api-key, OpenAI-Organization/-Project, cookies,
@@ -219,18 +220,29 @@ class Recording:
         """
         if self._pending is None:
             return
-        cassette_dict, serializer = self._pending
+        text = self.text()
         self._pending = None
-        if not cassette_dict["requests"]:
+        if text is None:
             try:
                 self.path.unlink(missing_ok=True)
             except OSError as exc:
                 raise NotWritten(f"cannot remove the recording {self.path}: {exc.strerror or exc}") from None
             return
-        text = serialize(
-            _with_stable_ids(_in_files_order(cassette_dict, self.calls), self.nodeid), serializer
-        )
         write_atomically(self.path, text, what="the recording")
+
+    def text(self) -> str | None:
+        """The text :meth:`write` would write, byte for byte; None when it would remove the file.
+
+        Only meaningful while :attr:`has_changes`; ``seedrepro review`` keeps it for a later accept.
+        """
+        if self._pending is None:
+            return None
+        cassette_dict, serializer = self._pending
+        if not cassette_dict["requests"]:
+            return None
+        return str(
+            serialize(_with_stable_ids(_in_files_order(cassette_dict, self.calls), self.nodeid), serializer)
+        )
 
 
 def _in_files_order(cassette_dict: dict[str, Any], calls: list[Call]) -> dict[str, Any]:

@@ -71,12 +71,17 @@ class RunSummary:
         self.varied: list[tuple[str, int]] = []
         #: Calls counted equal under llm_tolerance, not exactly: (nodeid, call, similarity, threshold).
         self.tolerated: list[tuple[str, int, float, float]] = []
+        #: The changes this run left pending, for ``seedrepro review``: node id -> kind.
+        self.pending: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Fold a call-phase report in (on the controller under xdist, in-process otherwise)."""
         data = getattr(report, "seedrepro", None)
         if report.when == "call" and isinstance(data, dict):
             self.add(report.nodeid, data)
+        kind = getattr(report, "seedrepro_pending", None)
+        if report.when == "teardown" and isinstance(kind, str):  # writes.finish kept a pending change
+            self.pending[report.nodeid] = kind
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -125,6 +130,7 @@ class RunSummary:
                     repeat=self.repeat,
                     client_errors=self.client_errors,
                     draws=self.draws,
+                    pending=set(self.pending),
                 )
                 self._write(settings.html_file, page, "the HTML report")
         if not hasattr(self.config, "workerinput"):
@@ -274,6 +280,8 @@ class RunSummary:
         for nodeid, f in self.draws:
             out.append(f"draws: {nodeid}: {f['passed']}/{f['n']} passed (min_pass {f['min_pass']})")
         out.extend(self.repeat_table())
+        if self.pending:
+            out.append(f"{len(self.pending)} change(s) pending: seedrepro review")
         return out
 
     def repeat_table(self) -> list[str]:

@@ -11,12 +11,13 @@ back unchanged, so syrupy neither reports it unused nor deletes it under
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from pytest_seedrepro import decision
-from pytest_seedrepro.files import NotWritten, UnreadableFile
+from pytest_seedrepro import decision, drift, review
+from pytest_seedrepro.files import UNWRITTEN, NotWritten, UnreadableFile
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 
 
@@ -40,6 +41,9 @@ def finish(item: pytest.Item, teardown: pytest.TestReport) -> decision.Writes | 
         recording_changed=recording is not None and recording.has_changes,
         snapshot_identical=lambda: _snapshot_identical(item, state),
     )
+    mode = item.config.stash[RUN_STATE].settings.mode
+    # What accepting would write, taken before this run's own writes empty the recording's pending save.
+    change = _pending_change(item, state, writes.pending) if writes.pending and mode != "replay" else None
     if writes.write_recording:
         try:
             recording.write()
@@ -48,6 +52,8 @@ def finish(item: pytest.Item, teardown: pytest.TestReport) -> decision.Writes | 
             teardown.longrepr = f"seedrepro: {item.nodeid}: {exc}"
             # Written together or not at all: the snapshot stays as it is.
             writes = dataclasses.replace(writes, write_snapshot=False)
+    if mode != "replay":  # a replay run neither reads nor changes the pending changes
+        _update_pending(item, state, teardown, change)
     if assertion is None:
         return writes
     import pytest_seedrepro.snapshots as snapshots  # syrupy's plugin is loaded: costs nothing now
@@ -65,6 +71,71 @@ def finish(item: pytest.Item, teardown: pytest.TestReport) -> decision.Writes | 
     else:
         keep_snapshot(assertion)
     return writes
+
+
+def _pending_change(item: pytest.Item, state: TestState, kind: str) -> dict[str, Any] | None:
+    """The files ``--snapshot-update`` would have written for this test, and what changed, as JSON data.
+
+    None when there is nothing to write (no recording change and no snapshot).
+    """
+    root = item.config.rootpath
+    entry: dict[str, Any] = {"nodeid": item.nodeid, "kind": kind, "recording": None, "snapshot": None}
+    recording = state.recording
+    if recording is not None and recording.has_changes:
+        entry["recording"] = {"path": _relative(recording.path, root), "text": recording.text()}
+    if state.snapshot is not None and state.snapshot_entries is not None:
+        import pytest_seedrepro.snapshots as snapshots
+
+        assertion = state.snapshot
+        location = assertion.extension.get_location(
+            test_location=assertion.test_location, index=assertion.index
+        )
+        entry["snapshot"] = {
+            "path": _relative(Path(location), root),
+            "text": snapshots.render(item.nodeid, state.snapshot_entries),
+        }
+    if entry["recording"] is None and entry["snapshot"] is None:
+        return None
+    divergence = state.divergence or {}
+    first = state.calls[0] if state.calls else None
+    entry["divergence"] = state.divergence
+    entry["old"] = {"fingerprint": divergence.get("old_fingerprint"), "model": divergence.get("old_model")}
+    entry["new"] = {
+        "fingerprint": divergence.get("new_fingerprint", first.system_fingerprint if first else None),
+        "model": divergence.get("new_model", first.model if first else None),
+    }
+    cache = getattr(item.config, "cache", None)
+    cachedir = getattr(cache, "_cachedir", None)  # pytest's Cache keeps its directory there
+    entry["drifted"] = str(Path(cachedir) / "v" / drift.CACHE_KEY) if cachedir is not None else None
+    return entry
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.absolute().relative_to(root).as_posix()
+    except ValueError:  # a --seedrepro-cassette-dir or --snapshot-dirname outside the rootdir
+        return str(path.absolute())
+
+
+def _update_pending(
+    item: pytest.Item, state: TestState, teardown: pytest.TestReport, change: dict[str, Any] | None
+) -> None:
+    """Keep this run's pending change (replacing an older one), or forget it once the test passed again.
+
+    The kind travels on the tear-down report, so the summary (on the xdist controller) counts it.
+    """
+    root = item.config.rootpath
+    if change is not None:
+        try:
+            review.keep(root, change)
+        except NotWritten as exc:
+            UNWRITTEN.append(str(exc))
+            return
+        teardown.seedrepro_pending = change["kind"]  # type: ignore[attr-defined]
+        return
+    passed = teardown.passed and all(state.outcomes.get(when) == "passed" for when in ("setup", "call"))
+    if passed:
+        review.drop(root, item.nodeid)
 
 
 def _snapshot_identical(item: pytest.Item, state: TestState) -> bool:
