@@ -229,9 +229,14 @@ def test_an_accept_that_cannot_write_the_snapshot_writes_neither_file(
 
 
 def test_bad_input_is_one_line_and_exit_2(suite: pytest.Pytester, llm_server: LLMServer) -> None:
-    status, out, err = seedrepro(suite, "pending")
-    assert (status, out) == (2, "")
-    assert err.startswith("seedrepro: no pending changes under ") and err.count("\n") == 1
+    # Nothing was ever kept: nothing pending is no mistake, a node id that names nothing is.
+    assert seedrepro(suite, "pending") == (0, "no pending changes\n", "")
+    assert seedrepro(suite, "review") == (0, "no pending changes\n", "")
+    assert seedrepro(suite, "accept", "test_it.py::test_a") == (
+        2,
+        "",
+        "seedrepro: no pending change for test_it.py::test_a (`seedrepro pending` lists them)\n",
+    )
     recorded(suite, llm_server)
     llm_server.variant = "regressed"
     suite.runpytest("--seedrepro-mode=rerecord", "-p", "no:cacheprovider").assert_outcomes(failed=1)
@@ -384,3 +389,23 @@ def test_the_command_imports_nothing_heavy() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout == "[]\n"
+
+
+def test_the_installed_console_script_runs(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "seedrepro"
+    assert script.exists(), f"{script}: the package's console script is not installed"
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "pytest.ini").write_text("[pytest]\n")
+    done = subprocess.run(
+        [str(script), "pending"], cwd=tmp_path / "project", capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "no pending changes\n", "")
+    done = subprocess.run(
+        [str(script), "accept", "test_x.py::test_y"],
+        cwd=tmp_path / "project",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("seedrepro: ")

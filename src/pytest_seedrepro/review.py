@@ -153,9 +153,7 @@ def load(root: Path) -> tuple[list[Pending], list[str]]:
     """Every pending change under ``root``, by node id, and one line per file that cannot be read."""
     store = store_of(root)
     if not store.is_dir():
-        raise BadInput(
-            f"no pending changes under {root} (no {STORE}): a record, rerecord or live run keeps them"
-        )
+        return [], []  # no run has kept a change yet: nothing pending, which is no mistake
     entries, problems = [], []
     for file in sorted(store.glob("*.json")):
         try:
@@ -382,7 +380,9 @@ def main(
             if not entries:
                 print("no pending changes", file=out)
         elif args.command == "review":
-            if not _review(entries, root, stdin or sys.stdin, out, err):
+            if not entries:
+                print("no pending changes", file=out)
+            elif not _review(entries, root, stdin or sys.stdin, out, err):
                 return BAD_INPUT
         else:
             chosen = select(entries, args.nodeids, root, here)
