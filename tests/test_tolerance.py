@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 
+import openai
 import pytest
 
 from llmserver import LLMServer
 from pytest_seedrepro import judgement
 from pytest_seedrepro.pinning import pin_body
 from pytest_seedrepro.repeat import difflib_similarity
+
+#: openai < 1.66 (the floor is 1.55.3) has no Responses API in the SDK.
+needs_responses_api = pytest.mark.skipif(
+    not hasattr(openai.OpenAI, "responses"), reason="this openai SDK (< 1.66) has no Responses API"
+)
 
 LIVE = "--seedrepro-mode=live"
 SNAPSHOT = "__snapshots__/test_it/test_it.llm.yaml"
@@ -168,6 +174,7 @@ def report(pytester: pytest.Pytester) -> dict:
     return json.loads((pytester.path / "report.json").read_text())
 
 
+@needs_responses_api
 def test_a_responses_test_whose_output_varied_passes_listed_and_keeps_its_files(
     suite: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +206,7 @@ def test_a_responses_test_whose_output_varied_passes_listed_and_keeps_its_files(
     assert files(suite) == before
 
 
+@needs_responses_api
 def test_the_tests_own_assertions_decide_an_unseeded_call(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
@@ -418,6 +426,7 @@ def test_every_choice_is_judged_under_tolerance(suite: pytest.Pytester, llm_serv
     result.stdout.fnmatch_lines(["*the output changed but the fingerprint did not*"])
 
 
+@needs_responses_api
 def test_an_unseeded_call_whose_backend_changed_too_gets_the_fingerprint_policy(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
