@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import importlib
 import pkgutil
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from typing import Any
 
 # pytester's in-process runs restore sys.modules after each run, so anything a
 # run imports is imported afresh by the next one: openai (~0.4 s) every time,
@@ -69,9 +71,27 @@ def make_suite(
 
     yield make
     # The inner runs' garbage (their clients, connections, event loops) is
-    # collected here, in the test that made it: a leak the plugin or an inner
-    # test left surfaces as an unraisable warning of this test, not of a later one.
-    gc.collect()
+    # collected here, in the test that made it: a leak an inner run left
+    # surfaces as an unraisable exception of this test, not of a later one.
+    # One kind is let through: a ResourceWarning for a socket that an inner
+    # suite's app client (never closed, as applications leave them) held to the
+    # test server. Seen on Python 3.13 with openai 2.x after the 500-retry path,
+    # from the garbage of an earlier inner run of the same process; the plugin's
+    # own clients are closed and tested to be (tests/test_outside.py). Any other
+    # unraisable exception still fails the test.
+    hook = sys.unraisablehook
+
+    def surface(unraisable: Any) -> None:
+        value = unraisable.exc_value
+        if isinstance(value, ResourceWarning) and "unclosed <socket.socket" in str(value):
+            return
+        hook(unraisable)
+
+    sys.unraisablehook = surface
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 @pytest.fixture
