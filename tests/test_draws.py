@@ -359,7 +359,8 @@ def test_each_draw_gets_fresh_function_fixtures_and_shares_the_others(
 
         @pytest.mark.draws(3)
         def test_drawn(seeded_llm, shared, fresh):
-            SEEN.append((seeded_llm.draw, id(shared), id(fresh), id(seeded_llm)))
+            # The objects themselves, kept alive: an id alone can be reused once its object is gone.
+            SEEN.append((seeded_llm.draw, shared, fresh, seeded_llm))
             seeded_llm.complete("hi")
             assert [call.index for call in seeded_llm.draw_calls] == [seeded_llm.draw]
             assert len(seeded_llm.calls) == seeded_llm.draw + 1  # every draw's calls so far
@@ -367,8 +368,9 @@ def test_each_draw_gets_fresh_function_fixtures_and_shares_the_others(
         def test_after():
             assert EVENTS == ["module up"] + ["function up", "function down"] * 3
             assert [draw for draw, *_ in SEEN] == [0, 1, 2]
-            assert len({shared for _, shared, _, _ in SEEN}) == 1
-            assert len({llm for *_, llm in SEEN}) == 3
+            assert len({id(shared) for _, shared, _, _ in SEEN}) == 1
+            assert len({id(fresh) for _, _, fresh, _ in SEEN}) == 3
+            assert len({id(llm) for *_, llm in SEEN}) == 3
         """
     )
     suite.runpytest("--seedrepro-mode=live", "--snapshot-update").assert_outcomes(passed=2)
