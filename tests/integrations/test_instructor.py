@@ -9,6 +9,14 @@ from llmserver import LLMServer
 
 require("instructor")
 
+# instructor (1.17) registers its providers' modes lazily, on the first from_openai():
+# inside an in-process inner run, pytester would then drop those modules when the run
+# ends, and the next run would find the registry empty. Registered here, before any run.
+import instructor  # noqa: E402
+import openai  # noqa: E402
+
+instructor.from_openai(openai.OpenAI(api_key="sk-not-used", base_url="http://127.0.0.1:9/v1"))
+
 # A library's own defaults (llama-index's temperature=0.1) meet the markers: the
 # override warning is expected here, not an error of the inner run.
 pytestmark = pytest.mark.filterwarnings("default::pytest_seedrepro.SeedReproWarning")
