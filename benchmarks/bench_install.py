@@ -1,6 +1,6 @@
 """What installing pytest-seedrepro costs a suite that never uses it, measured against a venv without it.
 
-    python benchmarks/bench_install.py [--runs 11] [--tests 200]
+    python benchmarks/bench_install.py [--runs 11]
 
 ``bench_startup.py`` compares one venv with and without ``-p no:seedrepro``:
 that leaves out what installing the package brings along. Installing it also
@@ -13,7 +13,7 @@ virtual environments built here, in a temporary directory:
 - **with**: the same, plus this package installed from the working tree (not
   editable), which brings syrupy, vcrpy and PyYAML.
 
-The same generated suite of plain tests (no LLM call) is timed in both,
+The same generated suite of 200 plain tests (no LLM call) is timed in both,
 interleaved, and in the second also with ``-p no:syrupy`` (the README's advice
 for suites that never snapshot) and with ``-p no:syrupy -p no:seedrepro``.
 Figures are printed, never judged: this is not a test and exits 0.
