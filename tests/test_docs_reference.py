@@ -110,7 +110,9 @@ def test_every_option_is_documented_with_its_ini_key(
         if default is None:  # not set by default: said in words, no literal value
             assert not code(row["default"]), f"{ini_key}: documented default {row['default']}, it has none"
         else:
-            assert code(row["default"]) == str(default), f"{ini_key}: documented {row['default']}, is {default}"
+            assert code(row["default"]) == str(default), (
+                f"{ini_key}: documented {row['default']}, is {default}"
+            )
 
 
 def test_every_marker_is_documented(pytester: pytest.Pytester, reference: str) -> None:
