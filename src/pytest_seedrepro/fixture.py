@@ -300,7 +300,7 @@ def _open_test(
                 ),
                 stacklevel=_caller_stacklevel(),
             )
-        hook.pytest_seedrepro_request(body=body, item=item, request=body)
+        hook.pytest_seedrepro_request(body=body, item=item)
         return body, pinnable
 
     def on_error(call: Call, exc: BaseException) -> BaseException | None:

@@ -243,7 +243,7 @@ class _FixtureSetup:
                 params=self.pins.params,
             )
         # The test being set up, as the hook's item: a conftest.py's hooks apply to the tests below it.
-        self.item.ihook.pytest_seedrepro_request(body=body, item=self.item, request=body)
+        self.item.ihook.pytest_seedrepro_request(body=body, item=self.item)
         return body, pinnable
 
     def _on_error(self, call: Call, exc: BaseException) -> BaseException | None:
