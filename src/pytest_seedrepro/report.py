@@ -14,12 +14,9 @@ from typing import Any
 
 import pytest
 
-from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
+from pytest_seedrepro.files import NotWritten, write_atomically
 from pytest_seedrepro.options import refresh_command, refresh_drifted_command
 from pytest_seedrepro.session import RUN_STATE
-
-#: The ``workeroutput`` key of the lines of files an xdist worker could not write.
-_WORKER_UNWRITTEN = "seedrepro_unwritten"
 
 
 def _drop_sidecars_without_directory(output: dict[str, Any]) -> None:
@@ -59,10 +56,6 @@ class RunSummary:
         self.draws: list[tuple[str, dict[str, Any]]] = []
         #: The seeded_llm tests that ran (their call phase), for --seedrepro-only-drifted.
         self.ran: set[str] = set()
-        #: Files that could not be written at the end of the session (one line each).
-        self.unwritten: list[str] = []
-        #: The same, from pytest-xdist workers (on the controller).
-        self.workers_unwritten: list[str] = []
         #: Response models that changed under the same fingerprint and output: (nodeid, call, old, new).
         self.model_changes: list[tuple[str, int, str, str]] = []
         #: Calls answered with a recorded client error: (nodeid, call, status, message's first line).
@@ -83,17 +76,12 @@ class RunSummary:
         if report.when == "teardown" and isinstance(kind, str):  # writes.finish kept a pending change
             self.pending[report.nodeid] = kind
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """On the pytest-xdist controller: take the lines of files a worker could not write."""
-        output = getattr(node, "workeroutput", None) or {}
-        self.workers_unwritten.extend(str(line) for line in output.get(_WORKER_UNWRITTEN, ()))
-
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Print the section once, where the user sees it (never on an xdist worker)."""
         if hasattr(self.config, "workerinput"):
             return
-        for line in self.unwritten:
+        # Files that could not be written (the workers' too, handed over under xdist: plugin.py).
+        for line in self.config.stash[RUN_STATE].unwritten:
             terminalreporter.write_line(f"seedrepro: {line}", red=True)
         if not self.tests:
             return
@@ -140,14 +128,9 @@ class RunSummary:
             drift.remember(self.config, ran=self.ran, drifted=drifted)
         output = getattr(self.config, "workeroutput", None)
         if output is not None:
-            # A worker prints no summary: the controller reports these lines and fails the run.
-            output[_WORKER_UNWRITTEN] = list(UNWRITTEN)
             _drop_sidecars_without_directory(output)
-        if UNWRITTEN or self.workers_unwritten:
-            self.unwritten = [*self.workers_unwritten, *UNWRITTEN]
-            UNWRITTEN.clear()
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.config.stash[RUN_STATE].unwritten and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _write(self, path: str, text: str, what: str) -> None:
         target = Path(path)
@@ -156,7 +139,7 @@ class RunSummary:
         try:
             write_atomically(target, text, what=what)
         except NotWritten as exc:
-            UNWRITTEN.append(str(exc))
+            self.config.stash[RUN_STATE].unwritten.append(str(exc))
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as JSON-able data (the ``--seedrepro-report`` file)."""

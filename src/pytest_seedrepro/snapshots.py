@@ -23,7 +23,6 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
 from pytest_seedrepro.files import (
-    UNWRITTEN,
     NotWritten,
     not_written,
     own_stem,
@@ -33,6 +32,7 @@ from pytest_seedrepro.files import (
 )
 from pytest_seedrepro.ids import ID_PREFIX, numbered_request
 from pytest_seedrepro.options import refresh_command
+from pytest_seedrepro.session import RUN_STATE, RunState
 
 #: Request keys that change how an answer is delivered, not what it says.
 TRANSPORT_KEYS = frozenset({"stream", "stream_options"})
@@ -294,32 +294,34 @@ def read_stored(assertion: Any) -> tuple[str, str | None]:
     ``read_snapshot_data_from_location``), so a test reads its snapshot once.
     Raises ``files.UnreadableFile`` with one line.
     """
-    global _just_read
-    location = str(
-        assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
-    )
+    extension = assertion.extension
+    location = str(extension.get_location(test_location=assertion.test_location, index=assertion.index))
     text = read_text(Path(location), what="the snapshot")
-    _just_read = (location, text)
+    # Handed to the assertion's own extension, the one syrupy reads through: it belongs to this test.
+    if isinstance(extension, LLMCallsExtension):
+        extension.just_read = (location, text)
     return location, text
 
 
-#: The last snapshot :func:`read_stored` read, until syrupy asks for it (once).
-_just_read: tuple[str, str | None] | None = None
-#: syrupy's snapshot directories (which kind, test file, ``--snapshot-dirname``).
-_DIRECTORIES: dict[tuple[str, str, str], str] = {}
+def _run_of(test_location: Any) -> RunState | None:
+    """The run of the test at syrupy's ``test_location`` (its item's ``config.stash``), if the plugin is on.
+
+    syrupy calls the extension's class methods with the test's location and no
+    instance of its own: the location's item is the way back to the run's state.
+    """
+    config = getattr(getattr(test_location, "item", None), "config", None)
+    return None if config is None else config.stash.get(RUN_STATE, None)
 
 
 def _directory(kind: str, cls: Any, test_location: Any, compute: Any) -> str:
+    run = _run_of(test_location)
+    if run is None:
+        return str(compute(test_location=test_location))
     key = (kind, test_location.filepath, str(cls.snapshot_dirname))
-    found = _DIRECTORIES.get(key)
+    found = run.snapshot_directories.get(key)
     if found is None:
-        found = _DIRECTORIES[key] = str(compute(test_location=test_location))
+        found = run.snapshot_directories[key] = str(compute(test_location=test_location))
     return found
-
-
-#: The last snapshot location computed: syrupy asks for a test's location four
-#: times per assertion, and each answer takes a dozen path operations.
-_last_location: tuple[Any, Any, str] | None = None
 
 
 class LLMCallsExtension(SingleFileSnapshotExtension):
@@ -327,6 +329,9 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
 
     file_extension = "llm.yaml"
     _write_mode = WriteMode.TEXT
+
+    #: The snapshot :func:`read_stored` read for this assertion, until syrupy asks for it (once).
+    just_read: tuple[str, str | None] | None = None
 
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
@@ -360,20 +365,20 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
 
     @classmethod
     def get_location(cls, *, test_location: Any, index: Any) -> str:
-        global _last_location
-        last = _last_location
+        run = _run_of(test_location)
+        last = None if run is None else run.last_snapshot_location
         # By identity: the cache holds the location object, so it cannot be another one's id.
         if last is not None and last[0] is test_location and last[1] == index:
             return last[2]
         location = str(super().get_location(test_location=test_location, index=index))
-        _last_location = (test_location, index, location)
+        if run is not None:
+            run.last_snapshot_location = (test_location, index, location)
         return location
 
     def read_snapshot_data_from_location(
         self, *, snapshot_location: str, snapshot_name: str, session_id: str
     ) -> SerializableData | None:
-        global _just_read
-        just_read, _just_read = _just_read, None
+        just_read, self.just_read = self.just_read, None
         if just_read is not None and just_read[0] == snapshot_location:
             return just_read[1]
         return super().read_snapshot_data_from_location(
@@ -424,7 +429,17 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
                     snapshot_location=snapshot_location, snapshots=snapshots, name_order=name_order
                 )
         except OSError as exc:
-            UNWRITTEN.append(str(not_written(exc, Path(snapshot_location), what="the snapshot")))
+            problem = not_written(exc, Path(snapshot_location), what="the snapshot")
+        except NotWritten as exc:  # from write_snapshot_collection, which has no test location
+            problem = exc
+        else:
+            return
+        # syrupy writes at the end of the session, where a raise is an INTERNALERROR:
+        # the line is kept for the summary and the exit status.
+        run = _run_of(snapshots[0][1]) if snapshots else None
+        if run is None:
+            raise problem
+        run.unwritten.append(str(problem))
 
     @classmethod
     def write_snapshot_collection(
@@ -436,9 +451,5 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
         data = next(iter(snapshot_collection)).data
         if not isinstance(data, str):
             raise TypeError(f"expected text for {target}, got {type(data).__name__}")
-        try:
-            write_atomically(target, data, what="the snapshot")
-        except NotWritten as exc:
-            # syrupy writes at the end of the session, where a raise is an
-            # INTERNALERROR: keep the line for the summary and the exit status.
-            UNWRITTEN.append(str(exc))
+        # A NotWritten goes to write_snapshot, which knows the test and so the run to report it in.
+        write_atomically(target, data, what="the snapshot")
