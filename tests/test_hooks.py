@@ -172,7 +172,9 @@ def test_request_hook_with_the_old_argument_name_is_refused_naming_it(
     suite.makepyfile(test_it=TEST)
     result = suite.runpytest(LIVE, "--snapshot-update")
     assert result.ret != pytest.ExitCode.OK
-    result.stderr.fnmatch_lines(["*pytest_seedrepro_request*", "*{'request'}*can not be found in the hookspec*"])
+    result.stderr.fnmatch_lines(
+        ["*pytest_seedrepro_request*", "*{'request'}*can not be found in the hookspec*"]
+    )
     assert not [r for r in llm_server.requests if r.path.endswith("/chat/completions")]
 
 

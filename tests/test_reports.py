@@ -323,7 +323,9 @@ def test_a_snapshot_that_cannot_be_written_fails_the_run_and_is_named_on_the_con
     assert (suite.path / "__snapshots__").read_bytes() == b"my notes\n"
 
 
-CRASH_AFTER_SYRUPY_WROTE = BLOCK_SNAPSHOTS + """
+CRASH_AFTER_SYRUPY_WROTE = (
+    BLOCK_SNAPSHOTS
+    + """
 
 class Crash:
     def pytest_sessionfinish(self, session):
@@ -335,6 +337,7 @@ class Crash:
 def pytest_configure(config):
     config.pluginmanager.register(Crash(), "crash")
 """
+)
 
 
 def test_a_run_that_broke_at_its_end_leaves_nothing_to_the_next_run_in_the_process(

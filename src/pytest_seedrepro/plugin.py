@@ -177,9 +177,9 @@ def pytest_runtest_makereport(
         return report
     state.outcomes[report.when] = report.outcome  # what writes.finish decides from
     if report.when == "call":
-        from pytest_seedrepro import verdict
+        from pytest_seedrepro.report import annotate_report
 
-        verdict.annotate_report(item, report)
+        annotate_report(item, report)
     elif report.when == "teardown":
         from pytest_seedrepro import writes
 

@@ -160,7 +160,7 @@ class TestState:
     raised: set[int] = field(default_factory=set)
     #: The body ended on an error whose cause is in ``problems``: the report shows those lines.
     explain: bool = False
-    #: The first divergence from the snapshot, as data (``verdict._divergence_view``), for the reports.
+    #: The first divergence from the snapshot, as data (``report.divergence_view``), for the reports.
     divergence: dict[str, Any] | None = None
     #: Unseeded calls whose output varied under the same backend identity (their indexes).
     varied: list[int] = field(default_factory=list)

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from syrupy.data import SnapshotCollection
 from syrupy.extensions.base import AbstractSyrupyExtension
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
+from pytest_seedrepro.calls import Call, is_responses
 from pytest_seedrepro.files import (
     NotWritten,
     not_written,
@@ -111,6 +113,54 @@ def storable(value: Any) -> Any:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
+    """What the snapshot keeps of one call: no ids, no timestamps, no transport keys."""
+    entry: dict[str, Any] = {"endpoint": call.endpoint, "system_fingerprint": call.system_fingerprint}
+    if call.draw is not None:
+        entry = {"draw": call.draw, **entry}  # only in a draws test: other snapshots keep their shape
+    identity = item.ihook.pytest_seedrepro_fingerprint(call=call)
+    if identity is None and call.system_fingerprint is None and is_responses(call.endpoint):
+        identity = call.model  # the Responses API has no fingerprint: its model is the backend we can see
+    if identity is not None and identity != call.system_fingerprint:
+        entry["backend"] = str(identity)
+    entry["response_model"] = call.model
+    if call.status is not None:
+        entry["status"] = call.status  # a recorded client error (400, 404, 422): its message is the output
+    entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in TRANSPORT_KEYS}
+    entry["output"] = _normalize(item, call.output or "", call)
+    if len(call.outputs) > 1:
+        # n > 1: every choice, in order (only then, so an n = 1 snapshot keeps its shape).
+        entry["choices"] = [_normalize(item, text, call) for text in call.outputs]
+    return dict(storable(entry))
+
+
+def _normalize(item: pytest.Item, output: str, call: Call) -> str:
+    """Run the ``pytest_seedrepro_normalize`` chain of ``item``'s scope, each step through pluggy.
+
+    Each implementation must see the previous one's result, which a single
+    pluggy call cannot give (every implementation gets the same arguments).
+    So pluggy is called once per implementation, in its own order, with a
+    caller that holds that implementation and the wrappers: ``tryfirst``,
+    ``trylast``, ``wrapper=True`` and ``conftest.py`` scoping all apply.
+    """
+    scoped = item.ihook.pytest_seedrepro_normalize
+    impls = scoped.get_hookimpls()
+    if not impls:
+        return output
+    manager = item.config.pluginmanager
+    everywhere = {impl.plugin for impl in item.config.hook.pytest_seedrepro_normalize.get_hookimpls()}
+    out_of_scope = everywhere - {impl.plugin for impl in impls}
+    steps = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
+    # pluggy calls the last of its list first (tryfirst ones are at the end).
+    for step in reversed(steps) if steps else [None]:
+        others = {impl.plugin for impl in steps if impl is not step}
+        caller = manager.subset_hook_caller("pytest_seedrepro_normalize", [*out_of_scope, *others])
+        result = caller(output=output, call=call)
+        if result is not None:
+            output = str(result)
+    return output
 
 
 #: The start of an output's tool-call line (``answers.tool_call_line``), whose id it numbers.
