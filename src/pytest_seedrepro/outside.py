@@ -189,7 +189,7 @@ class _FixtureSetup:
 
         settings = self.run.settings
         env = self.stack.enter_context(pytest.MonkeyPatch.context())
-        # Clients the fixture builds read these, as the test's do (see fixture.seeded_llm_for).
+        # Clients the fixture builds read these, as the test's do (see fixture._TestSetup.set_environment).
         from pytest_seedrepro.fixture import BASE_URL_VARIABLES, PLACEHOLDER_API_KEY
 
         if settings.mode == "replay" and not _has_key():
