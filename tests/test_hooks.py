@@ -159,9 +159,10 @@ def test_fingerprint_hook_gives_a_constant_fingerprint_server_an_identity(
     result.stdout.fnmatch_lines(["*system_fingerprint gpt-4o-mini -> llama3.2:3b-q8*"])
 
 
-def test_request_hook_with_the_old_argument_name_still_works_and_warns(
+def test_request_hook_with_the_old_argument_name_is_refused_naming_it(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
+    """``request`` was the argument's name before any release: pluggy refuses it like any unknown one."""
     suite.makeconftest(
         """
         def pytest_seedrepro_request(request, item):
@@ -169,13 +170,12 @@ def test_request_hook_with_the_old_argument_name_still_works_and_warns(
         """
     )
     suite.makepyfile(test_it=TEST)
-    result = suite.runpytest(LIVE, "--snapshot-update", "-W", "always::DeprecationWarning")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        ["*DeprecationWarning: pytest_seedrepro_request(request, item): the argument is now named 'body'*"]
+    result = suite.runpytest(LIVE, "--snapshot-update")
+    assert result.ret != pytest.ExitCode.OK
+    result.stderr.fnmatch_lines(
+        ["*pytest_seedrepro_request*", "*{'request'}*can not be found in the hookspec*"]
     )
-    (body,) = [r.body for r in llm_server.requests if r.path.endswith("/chat/completions")]
-    assert body["user"] == "old-style"
+    assert not [r for r in llm_server.requests if r.path.endswith("/chat/completions")]
 
 
 def test_a_conftest_hook_applies_only_to_the_tests_below_it(

@@ -323,6 +323,39 @@ def test_a_snapshot_that_cannot_be_written_fails_the_run_and_is_named_on_the_con
     assert (suite.path / "__snapshots__").read_bytes() == b"my notes\n"
 
 
+CRASH_AFTER_SYRUPY_WROTE = (
+    BLOCK_SNAPSHOTS
+    + """
+
+class Crash:
+    def pytest_sessionfinish(self, session):
+        # Registered last, so it runs after syrupy's write (tryfirst) and before
+        # the plugin's summary: the run ends in an INTERNALERROR there.
+        raise RuntimeError("a plugin broke at the end of the session")
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config.pluginmanager.register(Crash(), "crash")
+"""
+)
+
+
+def test_a_run_that_broke_at_its_end_leaves_nothing_to_the_next_run_in_the_process(
+    suite: pytest.Pytester,
+) -> None:
+    """pytester runs many sessions in one process: a file one could not write is not the next one's."""
+    suite.makeconftest(CRASH_AFTER_SYRUPY_WROTE)
+    suite.makepyfile(test_it="def test_a(seeded_llm):\n    seeded_llm.complete('x')\n")
+    first = suite.runpytest_inprocess(LIVE, "--snapshot-update")
+    assert first.ret == pytest.ExitCode.INTERNAL_ERROR
+    (suite.path / "__snapshots__").unlink()
+    (suite.path / "conftest.py").unlink()
+    second = suite.runpytest_inprocess(LIVE, "--snapshot-update")
+    second.assert_outcomes(passed=1)
+    assert "cannot write" not in second.stdout.str()
+    assert second.ret == pytest.ExitCode.OK
+
+
 def test_the_judgement_notes_a_model_that_alone_changed() -> None:
     from pytest_seedrepro import judgement
 

@@ -170,13 +170,13 @@ def _finish(
 
             writes.keep_snapshot_of_unstarted(item)
         return
-    from pytest_seedrepro import verdict, writes
+    from pytest_seedrepro import report, writes
 
     state.draws_figures = running.figures()
     state.outcomes = {"setup": setup.outcome, "teardown": teardown.outcome}
     if call is not None:
         state.outcomes["call"] = call.outcome
-        call.seedrepro = verdict.summary_of(state, call)  # type: ignore[attr-defined]
+        call.seedrepro = report.summary_of(state, call)  # type: ignore[attr-defined]
     writes.finish(item, teardown)
     del item.stash[TEST_STATE]
 

@@ -19,12 +19,6 @@ class NotWritten(Exception):
     """A file could not be written; the message names it and the reason, in one line."""
 
 
-#: Files that could not be written where no test could fail for it (syrupy
-#: writes snapshots at the end of the session): reported in the summary, and
-#: the run's exit status is a failure.
-UNWRITTEN: list[str] = []
-
-
 #: The longest file name (in bytes, with its extension) the plugin gives a
 #: test's file: most file systems allow 255, and :func:`write_atomically`'s
 #: temporary file adds 14 (``.<name>.XXXXXXXX.tmp``).

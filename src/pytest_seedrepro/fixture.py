@@ -216,13 +216,13 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
     running = item.stash.get(DRAWS_RUN, None)
     if running is None:
         with ExitStack() as stack:
-            yield _open_test(request, item, stack, None)
+            yield _TestSetup(request, item, None).open(stack)
         return
     # A draws test: the first draw opens what spans them all (calls, cassette,
     # interception); every draw gets a SeededLLM of its own; the last closes it.
     if running.stack is None:
         with ExitStack() as stack:
-            llm = _open_test(request, item, stack, running)
+            llm = _TestSetup(request, item, running).open(stack)
             running.stack = stack.pop_all()
     else:
         llm = running.new_llm()
@@ -233,117 +233,111 @@ def seeded_llm_for(request: pytest.FixtureRequest) -> Iterator[SeededLLM]:
             running.close()
 
 
-def _open_test(
-    request: pytest.FixtureRequest, item: pytest.Item, stack: ExitStack, running: Any
-) -> SeededLLM:
-    """Open one test's pinning, recording and interception on ``stack``; ``running``: its draws, if any."""
-    started_before = set(threading.enumerate())
-    run = request.config.stash[RUN_STATE]
-    settings = run.settings
-    state = TestState(pins=markers.Pins())
-    item.stash[TEST_STATE] = state
-    # First, before anything here can fail: with the snapshot in hand, a test
-    # that fails from here on keeps it (see writes.finish).
-    if request.config.pluginmanager.hasplugin("syrupy"):
-        import pytest_seedrepro.snapshots as snapshots
+class _TestSetup:
+    """One ``seeded_llm`` test being set up: the steps that pin, record and route its calls.
 
-        state.snapshot = snapshots.assertion_for(item, request)
-    try:
-        state.pins = markers.resolve(item)
-    except markers.MarkerError as exc:
-        problem = f"seedrepro: {item.nodeid}: {exc}"
-    else:
-        problem = ""
-    if problem:
-        _fail(problem)  # outside the except block: one line, no exception chain
-    matrix_seed = getattr(request, "param", None)  # a seed matrix's parameter (plugin.pytest_generate_tests)
-    if matrix_seed is not None:
-        state.pins = dataclasses.replace(state.pins, seed=matrix_seed)
-    api_key = os.environ.get("OPENAI_API_KEY") or (PLACEHOLDER_API_KEY if settings.mode == "replay" else "")
-    # seeded_llm is set up before the test's other function fixtures, one of
-    # which may set the key: a missing one is reported once the set-up is over.
-    state.needs_api_key = not api_key
-    from pytest_seedrepro import sdk
+    :meth:`open` runs the steps in order; :meth:`prepare_body` and
+    :meth:`on_error` are what the interception calls back for each of the
+    test's calls. ``running`` is the test's draws (``draws.DrawsRun``), if any.
+    """
 
-    try:
-        sdk.load()
-    except sdk.UnsupportedSDK as exc:
-        _fail(f"seedrepro: {exc}")
-    import pytest_seedrepro.intercept as intercept
+    def __init__(self, request: pytest.FixtureRequest, item: pytest.Item, running: Any) -> None:
+        self.request = request
+        self.item = item
+        self.running = running
+        self.run = request.config.stash[RUN_STATE]
+        self.settings = self.run.settings
+        self.state = TestState(pins=markers.Pins())
+        #: The key the test's clients get; empty when none is set yet (see :meth:`choose_api_key`).
+        self.api_key = ""
+        self.hook = item.ihook  # a conftest.py's hooks apply to the tests below it only
 
-    hook = item.ihook  # a conftest.py's hooks apply to the tests below it only
+    def open(self, stack: ExitStack) -> SeededLLM:
+        """Open the test's pinning, recording and interception on ``stack``, which the caller closes."""
+        started_before = set(threading.enumerate())
+        self.item.stash[TEST_STATE] = self.state
+        self.take_snapshot()
+        self.resolve_pins()
+        self.choose_api_key()
+        self.load_sdk()
+        stack.callback(_close_all, self.state)  # the per-test clients, closed last
+        self.set_environment(stack)
+        self.open_recording(stack)
+        self.start_interception(stack, started_before)
+        if self.running is not None:
+            self.running.new_llm = self.new_llm
+        return self.new_llm()
 
-    def _test_seed() -> int:
-        return state.pins.seed if state.pins.seed is not None else settings.default_seed
+    def new_llm(self) -> SeededLLM:
+        """What the test (or one of its draws) gets from ``seeded_llm``."""
+        return SeededLLM(self.run, self.state, self.api_key, self.item.nodeid, self.running)
 
-    def prepare_body(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        overridden: list[str] = []
-        pinnable = is_pinnable(path) or is_responses(path)
-        if is_responses(path):
-            body, overridden = pin_responses_body(body, params=state.pins.params)
-        elif pinnable:
-            marker_seed, default_seed = state.pins.seed, settings.default_seed
-            if running is not None:  # each draw its own seed, from the test's
-                default_seed = draws.draw_seed(_test_seed(), running.n, running.draw)
-                marker_seed = default_seed if marker_seed is not None else None
-            body, overridden = pin_body(
-                body,
-                marker_seed=marker_seed,
-                no_seed=state.pins.no_seed,
-                default_seed=default_seed,
-                params=state.pins.params,
-            )
-        for key in overridden:
-            warnings.warn(
-                SeedReproWarning(
-                    f"{item.nodeid}: a marker pinned {key!r}, overriding the value the call passed"
-                ),
-                stacklevel=_caller_stacklevel(),
-            )
-        hook.pytest_seedrepro_request(body=body, item=item, request=body)
-        return body, pinnable
+    def take_snapshot(self) -> None:
+        """Take the test's snapshot assertion, first, before anything here can fail.
 
-    def on_error(call: Call, exc: BaseException) -> BaseException | None:
-        status = getattr(exc, "status_code", None)
-        if isinstance(status, int) and is_recorded_error(status) and call.error is None:
-            # A deterministic answer to a bad request (400, 404, 422): recorded,
-            # replayed and snapshotted like any answer; the app handles it.
-            call.status = status
-            call.output = _error_message(exc)
-            return None
-        state.raised.add(id(exc))
-        if state.recording is not None:
-            import pytest_seedrepro.recording as recording
+        With the snapshot in hand, a test that fails from here on keeps it (see writes.finish).
+        """
+        if self.request.config.pluginmanager.hasplugin("syrupy"):
+            import pytest_seedrepro.snapshots as snapshots
 
-            refusal = recording.missing_recording_error(exc)
-            if refusal is not None:
-                call.error = recording.describe_missing(call, state.recording.path, refusal, item.nodeid)
-                replacement = recording.MissingRecording(
-                    f"seedrepro: {item.nodeid}: call {call.index}: {call.error}"
-                )
-                state.raised.add(id(replacement))
-                return replacement
-        # An API error (429, 5xx, timeout, connection) or a broken answer: the
-        # test fails with the cause, and nothing of this test is written.
-        call.error = call.error or _not_json(call.request, exc) or _describe_error(exc)
-        return None
+            self.state.snapshot = snapshots.assertion_for(self.item, self.request)
 
-    # The test's context lives on ``stack``, which the caller closes.
-    stack.callback(_close_all, state)
-    env = stack.enter_context(pytest.MonkeyPatch.context())
-    # Clients the code under test builds read these from the environment.
-    if api_key:
-        env.setenv("OPENAI_API_KEY", api_key)
-    if settings.base_url:
-        # OPENAI_BASE_URL for the openai SDK (and langchain, instructor,
-        # pydantic-ai, openai-agents through it); OPENAI_API_BASE for the
-        # libraries that read the old name (llama-index, older langchain).
-        for name in BASE_URL_VARIABLES:
-            env.setenv(name, settings.base_url)
-    # A live run records too (every request still reaches the API, nothing is replayed) and never
-    # writes: what it saw is kept for `seedrepro accept` (review.py). Not under the seed experiment
-    # (--seedrepro-repeat), which judges nothing and so leaves nothing to accept.
-    if settings.mode != "live" or settings.repeat <= 1:
+    def resolve_pins(self) -> None:
+        """The seed and ``llm_params`` the markers pin (a seed matrix's seed first); a bad marker fails."""
+        try:
+            self.state.pins = markers.resolve(self.item)
+        except markers.MarkerError as exc:
+            problem = f"seedrepro: {self.item.nodeid}: {exc}"
+        else:
+            problem = ""
+        if problem:
+            _fail(problem)  # outside the except block: one line, no exception chain
+        # A seed matrix's parameter (plugin.pytest_generate_tests) is the test's seed.
+        matrix_seed = getattr(self.request, "param", None)
+        if matrix_seed is not None:
+            self.state.pins = dataclasses.replace(self.state.pins, seed=matrix_seed)
+
+    def choose_api_key(self) -> None:
+        """The key the test's clients use: the environment's, a placeholder to replay, or none yet."""
+        self.api_key = os.environ.get("OPENAI_API_KEY") or (
+            PLACEHOLDER_API_KEY if self.settings.mode == "replay" else ""
+        )
+        # seeded_llm is set up before the test's other function fixtures, one of
+        # which may set the key: a missing one is reported once the set-up is over.
+        self.state.needs_api_key = not self.api_key
+
+    def load_sdk(self) -> None:
+        """Import openai and check the internals the plugin patches; one line if they moved."""
+        from pytest_seedrepro import sdk
+
+        try:
+            sdk.load()
+        except sdk.UnsupportedSDK as exc:
+            _fail(f"seedrepro: {exc}")
+
+    def set_environment(self, stack: ExitStack) -> None:
+        """Set the variables the clients the code under test builds read, until ``stack`` closes."""
+        env = stack.enter_context(pytest.MonkeyPatch.context())
+        if self.api_key:
+            env.setenv("OPENAI_API_KEY", self.api_key)
+        if self.settings.base_url:
+            # OPENAI_BASE_URL for the openai SDK (and langchain, instructor,
+            # pydantic-ai, openai-agents through it); OPENAI_API_BASE for the
+            # libraries that read the old name (llama-index, older langchain).
+            for name in BASE_URL_VARIABLES:
+                env.setenv(name, self.settings.base_url)
+
+    def open_recording(self, stack: ExitStack) -> None:
+        """Open the test's cassette on ``stack``; a corrupt one, or one of other draws, fails the test.
+
+        A live run records too (every request still reaches the API, nothing is replayed) and never
+        writes: what it saw is kept for `seedrepro accept` (review.py). Not under the seed experiment
+        (--seedrepro-repeat), which judges nothing and so leaves nothing to accept.
+        """
+        settings, state, item, running = self.settings, self.state, self.item, self.running
+        if settings.mode == "live" and settings.repeat > 1:
+            return
+        import pytest_seedrepro.intercept as intercept
         import pytest_seedrepro.recording as recording
 
         state.recording = recording.Recording(
@@ -376,25 +370,89 @@ def _open_test(
                     )
         if message:
             _fail(message)  # outside the except block: one line, no exception chain
-    intercept.install()
-    run.sdk_patched = True
-    replaying = settings.mode == "replay"
-    active = intercept.ActiveTest(
-        state.calls,
-        prepare_body,
-        on_error,
-        retries=not replaying,
-        repeat=settings.repeat,
-        repeat_serial=settings.repeat_serial,
-    )
-    state.settle = active.settle
-    intercept.activate(active)
-    stack.callback(intercept.activate, None)
-    # When the test ends, threads it left running may still call: those calls are refused.
-    stack.callback(intercept.watch_threads_left, started_before, item.nodeid, run.late_calls.append)
-    if running is not None:
-        running.new_llm = lambda: SeededLLM(run, state, api_key, item.nodeid, running)
-    return SeededLLM(run, state, api_key, item.nodeid, running)
+
+    def start_interception(self, stack: ExitStack, started_before: set[threading.Thread]) -> None:
+        """Route the SDK's traffic to this test until ``stack`` closes; then refuse its threads' calls."""
+        import pytest_seedrepro.intercept as intercept
+
+        settings = self.settings
+        intercept.install()
+        self.run.sdk_patched = True
+        active = intercept.ActiveTest(
+            self.state.calls,
+            self.prepare_body,
+            self.on_error,
+            retries=settings.mode != "replay",
+            repeat=settings.repeat,
+            repeat_serial=settings.repeat_serial,
+        )
+        self.state.settle = active.settle
+        intercept.activate(active)
+        stack.callback(intercept.activate, None)
+        # When the test ends, threads it left running may still call: those calls are refused.
+        stack.callback(
+            intercept.watch_threads_left, started_before, self.item.nodeid, self.run.late_calls.append
+        )
+
+    def _test_seed(self) -> int:
+        pins = self.state.pins
+        return pins.seed if pins.seed is not None else self.settings.default_seed
+
+    def prepare_body(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Pin a call's body (seed, ``llm_params``) and run the request hook; also: was it pinnable."""
+        pins, running = self.state.pins, self.running
+        overridden: list[str] = []
+        pinnable = is_pinnable(path) or is_responses(path)
+        if is_responses(path):
+            body, overridden = pin_responses_body(body, params=pins.params)
+        elif pinnable:
+            marker_seed, default_seed = pins.seed, self.settings.default_seed
+            if running is not None:  # each draw its own seed, from the test's
+                default_seed = draws.draw_seed(self._test_seed(), running.n, running.draw)
+                marker_seed = default_seed if marker_seed is not None else None
+            body, overridden = pin_body(
+                body,
+                marker_seed=marker_seed,
+                no_seed=pins.no_seed,
+                default_seed=default_seed,
+                params=pins.params,
+            )
+        for key in overridden:
+            warnings.warn(
+                SeedReproWarning(
+                    f"{self.item.nodeid}: a marker pinned {key!r}, overriding the value the call passed"
+                ),
+                stacklevel=_caller_stacklevel(),
+            )
+        self.hook.pytest_seedrepro_request(body=body, item=self.item)
+        return body, pinnable
+
+    def on_error(self, call: Call, exc: BaseException) -> BaseException | None:
+        """A call's error: a recorded answer, a missing recording's line, or the test's problem."""
+        state, item = self.state, self.item
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and is_recorded_error(status) and call.error is None:
+            # A deterministic answer to a bad request (400, 404, 422): recorded,
+            # replayed and snapshotted like any answer; the app handles it.
+            call.status = status
+            call.output = _error_message(exc)
+            return None
+        state.raised.add(id(exc))
+        if state.recording is not None:
+            import pytest_seedrepro.recording as recording
+
+            refusal = recording.missing_recording_error(exc)
+            if refusal is not None:
+                call.error = recording.describe_missing(call, state.recording.path, refusal, item.nodeid)
+                replacement = recording.MissingRecording(
+                    f"seedrepro: {item.nodeid}: call {call.index}: {call.error}"
+                )
+                state.raised.add(id(replacement))
+                return replacement
+        # An API error (429, 5xx, timeout, connection) or a broken answer: the
+        # test fails with the cause, and nothing of this test is written.
+        call.error = call.error or _not_json(call.request, exc) or _describe_error(exc)
+        return None
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -442,6 +500,9 @@ def _error_message(exc: BaseException) -> str:
 
 
 #: Closes scheduled on a loop that was running at tear-down; kept so they are not collected unfinished.
+#: A module global on purpose, not the run's state: asyncio keeps only weak references to tasks, and
+#: a task may finish after its run ended (when its loop next runs); each one leaves the set when done,
+#: so nothing of one run stays for the next.
 _closing: set[asyncio.Task[None]] = set()
 
 

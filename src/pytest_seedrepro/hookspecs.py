@@ -18,23 +18,14 @@ if TYPE_CHECKING:
 hookspec = pytest.hookspec
 
 
-@hookspec(
-    warn_on_impl_args={
-        "request": DeprecationWarning(
-            "pytest_seedrepro_request(request, item): the argument is now named 'body' "
-            "(pytest_seedrepro_request(body, item)); 'request' will be removed in the next release"
-        )
-    }
-)
-def pytest_seedrepro_request(body: dict[str, Any], item: pytest.Item, request: dict[str, Any]) -> None:
+@hookspec
+def pytest_seedrepro_request(body: dict[str, Any], item: pytest.Item) -> None:
     """Adjust the body of an outgoing API request in place.
 
     :param body: the JSON body about to be sent, after the seed and
         ``llm_params`` were pinned. Change it in place; what you leave is sent,
         recorded, matched and snapshotted.
     :param item: the test whose code made the call.
-    :param request: the same dict as ``body``, under its old name.
-        Deprecated: name the argument ``body``.
 
     Called once per API call (retries included once), for every endpoint,
     while a ``seeded_llm`` test runs. Every implementation runs; return values

@@ -31,9 +31,6 @@ from pytest_seedrepro.calls import Call, is_pinnable, is_recorded_error, is_resp
 from pytest_seedrepro.pinning import pin_body, pin_responses_body
 from pytest_seedrepro.session import RUN_STATE, RunState
 
-#: The name under which xdist workers hand their refused late calls to the controller.
-_WORKER_OUTPUT_KEY = "seedrepro_late_calls"
-
 
 def seeded_llm_first(item: pytest.Item) -> None:
     """Set ``seeded_llm`` up before the item's other function-scoped fixtures.
@@ -192,7 +189,7 @@ class _FixtureSetup:
 
         settings = self.run.settings
         env = self.stack.enter_context(pytest.MonkeyPatch.context())
-        # Clients the fixture builds read these, as the test's do (see fixture.seeded_llm_for).
+        # Clients the fixture builds read these, as the test's do (see fixture._TestSetup.set_environment).
         from pytest_seedrepro.fixture import BASE_URL_VARIABLES, PLACEHOLDER_API_KEY
 
         if settings.mode == "replay" and not _has_key():
@@ -243,7 +240,7 @@ class _FixtureSetup:
                 params=self.pins.params,
             )
         # The test being set up, as the hook's item: a conftest.py's hooks apply to the tests below it.
-        self.item.ihook.pytest_seedrepro_request(body=body, item=self.item, request=body)
+        self.item.ihook.pytest_seedrepro_request(body=body, item=self.item)
         return body, pinnable
 
     def _on_error(self, call: Call, exc: BaseException) -> BaseException | None:
@@ -305,18 +302,8 @@ def report_late_calls(config: pytest.Config, terminalreporter: pytest.TerminalRe
 
 
 def finish_session(session: pytest.Session) -> None:
-    """Hand the refused late calls to the xdist controller, or fail the run for them."""
+    """Fail the run for the refused late calls (not on an xdist worker: they go to the controller)."""
     config = session.config
     lines = config.stash[RUN_STATE].late_calls
-    workeroutput = getattr(config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput[_WORKER_OUTPUT_KEY] = list(lines)
-    elif lines and session.exitstatus == pytest.ExitCode.OK:
+    if lines and not hasattr(config, "workerinput") and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def collect_worker_lines(config: pytest.Config, node: Any) -> None:
-    """On the xdist controller: take a finished worker's refused late calls."""
-    output = getattr(node, "workeroutput", None)
-    if isinstance(output, dict):
-        config.stash[RUN_STATE].late_calls.extend(output.get(_WORKER_OUTPUT_KEY, []))

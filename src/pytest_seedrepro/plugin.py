@@ -177,9 +177,9 @@ def pytest_runtest_makereport(
         return report
     state.outcomes[report.when] = report.outcome  # what writes.finish decides from
     if report.when == "call":
-        from pytest_seedrepro import verdict
+        from pytest_seedrepro.report import annotate_report
 
-        verdict.annotate_report(item, report)
+        annotate_report(item, report)
     elif report.when == "teardown":
         from pytest_seedrepro import writes
 
@@ -210,17 +210,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     outside.report_late_calls(config, terminalreporter)
 
 
+@pytest.hookimpl(trylast=True)  # after syrupy wrote the snapshots (tryfirst) and the summary's own
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from pytest_seedrepro import outside
 
     outside.finish_session(session)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the run's problems go to the controller
+        session.config.stash[RUN_STATE].hand_over_problems(workeroutput)
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: object, error: object) -> None:  # pytest-xdist's, on the controller
-    from pytest_seedrepro import outside
-
-    outside.collect_worker_lines(node.config, node)  # type: ignore[attr-defined]
+def pytest_testnodedown(node: Any, error: object) -> None:  # pytest-xdist's, on the controller
+    node.config.stash[RUN_STATE].take_over_problems(getattr(node, "workeroutput", None))
 
 
 @pytest.fixture

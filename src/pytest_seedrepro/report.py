@@ -1,4 +1,4 @@
-"""The ``seedrepro`` section of the terminal summary, for the whole run.
+"""Report data: each test's (``annotate_report``), and the ``seedrepro`` summary of the whole run.
 
 Each test's data travels on its call-phase report (``report.seedrepro``), which
 pytest-xdist serialises from the workers to the controller with the rest of
@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_seedrepro.files import UNWRITTEN, NotWritten, write_atomically
-from pytest_seedrepro.options import refresh_command, refresh_drifted_command
-from pytest_seedrepro.session import RUN_STATE
+from pytest_seedrepro.calls import is_responses
+from pytest_seedrepro.files import NotWritten, write_atomically
+from pytest_seedrepro.options import POLICIES, refresh_command, refresh_drifted_command
+from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 
-#: The ``workeroutput`` key of the lines of files an xdist worker could not write.
-_WORKER_UNWRITTEN = "seedrepro_unwritten"
+if TYPE_CHECKING:
+    from pytest_seedrepro.judgement import Divergence
 
 
 def _drop_sidecars_without_directory(output: dict[str, Any]) -> None:
@@ -59,10 +60,6 @@ class RunSummary:
         self.draws: list[tuple[str, dict[str, Any]]] = []
         #: The seeded_llm tests that ran (their call phase), for --seedrepro-only-drifted.
         self.ran: set[str] = set()
-        #: Files that could not be written at the end of the session (one line each).
-        self.unwritten: list[str] = []
-        #: The same, from pytest-xdist workers (on the controller).
-        self.workers_unwritten: list[str] = []
         #: Response models that changed under the same fingerprint and output: (nodeid, call, old, new).
         self.model_changes: list[tuple[str, int, str, str]] = []
         #: Calls answered with a recorded client error: (nodeid, call, status, message's first line).
@@ -83,17 +80,12 @@ class RunSummary:
         if report.when == "teardown" and isinstance(kind, str):  # writes.finish kept a pending change
             self.pending[report.nodeid] = kind
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """On the pytest-xdist controller: take the lines of files a worker could not write."""
-        output = getattr(node, "workeroutput", None) or {}
-        self.workers_unwritten.extend(str(line) for line in output.get(_WORKER_UNWRITTEN, ()))
-
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Print the section once, where the user sees it (never on an xdist worker)."""
         if hasattr(self.config, "workerinput"):
             return
-        for line in self.unwritten:
+        # Files that could not be written (the workers' too, handed over under xdist: plugin.py).
+        for line in self.config.stash[RUN_STATE].unwritten:
             terminalreporter.write_line(f"seedrepro: {line}", red=True)
         if not self.tests:
             return
@@ -140,14 +132,9 @@ class RunSummary:
             drift.remember(self.config, ran=self.ran, drifted=drifted)
         output = getattr(self.config, "workeroutput", None)
         if output is not None:
-            # A worker prints no summary: the controller reports these lines and fails the run.
-            output[_WORKER_UNWRITTEN] = list(UNWRITTEN)
             _drop_sidecars_without_directory(output)
-        if UNWRITTEN or self.workers_unwritten:
-            self.unwritten = [*self.workers_unwritten, *UNWRITTEN]
-            UNWRITTEN.clear()
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.config.stash[RUN_STATE].unwritten and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _write(self, path: str, text: str, what: str) -> None:
         target = Path(path)
@@ -156,7 +143,7 @@ class RunSummary:
         try:
             write_atomically(target, text, what=what)
         except NotWritten as exc:
-            UNWRITTEN.append(str(exc))
+            self.config.stash[RUN_STATE].unwritten.append(str(exc))
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as JSON-able data (the ``--seedrepro-report`` file)."""
@@ -312,3 +299,118 @@ class RunSummary:
                 "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             )
         return lines
+
+
+def annotate_report(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Tidy the call-phase report: the plugin's one-line cause, the skip's location, the summary's data."""
+    state = item.stash.get(TEST_STATE, None)
+    if state is None or report.when != "call":
+        return
+    if report.failed and state.explain:
+        # The body ended on an error the plugin caused or explained (a missing
+        # recording, an API error): show the cause, not the SDK's traceback.
+        report.longrepr = "\n".join(state.problems)
+    elif report.failed and state.problems:
+        _name_broken_calls(report, state.problems)
+    if report.skipped and state.verdict == "drift-skip" and isinstance(report.longrepr, tuple):
+        # Point the skip at the test, not at verdict.py, which raised it.
+        _, line, _ = item.location
+        report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])
+    report.seedrepro = summary_of(state, report)  # type: ignore[attr-defined]
+
+
+def _name_broken_calls(report: pytest.TestReport, problems: list[str]) -> None:
+    """Add the plugin's lines to a failure that does not show them yet.
+
+    The body ended on an error of its own (the app caught the SDK's error, then
+    tripped over the missing answer): its traceback stays, and the broken call
+    is named beside it, in a section of the report, which pytest-xdist carries
+    from the workers with the rest of the report.
+    """
+    shown = str(report.longrepr)
+    missing = [line for line in problems if line not in shown]
+    if not missing:
+        return  # the verdict's own failure: its message is these lines
+    text = "\n".join(missing)
+    addsection = getattr(report.longrepr, "addsection", None)  # pytest's exception reprs have it
+    if callable(addsection):
+        addsection("seedrepro: the test's broken call(s)", text)
+    else:
+        report.longrepr = f"{shown}\n{text}"
+
+
+def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
+    """The JSON-able data the terminal summary needs (it travels from xdist workers on the report)."""
+    calls = [c for c in state.calls if c.replayed is not None]
+    return {
+        "replayed": sum(1 for c in calls if c.replayed),
+        "live": sum(1 for c in calls if not c.replayed),
+        "tokens": sum(c.total_tokens for c in calls if not c.replayed),
+        "replayed_tokens": sum(c.total_tokens for c in calls if c.replayed),
+        "fingerprints": sorted({c.system_fingerprint for c in calls if c.system_fingerprint}),
+        "disagreeing_streams": [list(c.chunk_fingerprints) for c in calls if len(c.chunk_fingerprints) > 1],
+        "changes": [
+            {
+                "old": c.old,
+                "new": c.new,
+                "outcome": c.outcome,
+                "old_model": c.old_model,
+                "new_model": c.new_model,
+            }
+            for c in state.fingerprint_changes
+        ],
+        "unpinned": sum(1 for c in state.calls if not c.pinned),
+        "no_seed": sum(1 for c in state.calls if c.pinned and is_responses(c.endpoint)),
+        "repeat": [f.as_dict() for f in state.repeat_figures],
+        "varied": list(state.varied),
+        "tolerance": list(state.tolerated),
+        "draws": state.draws_figures,
+        "seed": state.calls[0].seed if state.calls else state.pins.seed,
+        "params": state.pins.params,
+        "models": sorted({c.model for c in calls if c.model}),
+        "verdict": _verdict_name(state, report),
+        "divergence": state.divergence,
+        "model_changes": [
+            {"call": c.index, "old": c.old_model, "new": c.new_model} for c in state.model_changes
+        ],
+        # Recorded client errors (400, 404, 422): answers the app may have swallowed.
+        "client_errors": [
+            {"call": c.index, "status": c.status, "message": _first_line(c.output)}
+            for c in state.calls
+            if c.status is not None
+        ],
+    }
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _verdict_name(state: TestState, report: pytest.TestReport) -> str:
+    """One word for the report: passed, failed, skipped, regression, drift-skipped/-warned/-failed."""
+    drifted = [c.outcome for c in state.fingerprint_changes if c.outcome in POLICIES]
+    if drifted:
+        return {"skip": "drift-skipped", "warn": "drift-warned", "fail": "drift-failed"}[drifted[0]]
+    if report.failed and state.divergence is not None and state.divergence["kind"] == "output":
+        return "regression"
+    return str(report.outcome)
+
+
+def divergence_view(divergence: Divergence, consequences: list[str]) -> dict[str, Any]:
+    """The first divergence as JSON-able data, for the HTML report (it travels on the report under xdist)."""
+    from pytest_seedrepro.judgement import identity  # here: judgement's difflib is no start-up cost
+
+    old, new = divergence.old or {}, divergence.new or {}
+    return {
+        "kind": divergence.kind,
+        "call": divergence.change.index if divergence.change else divergence.position,
+        "message": divergence.message.split("\n", 1)[0],
+        "old_output": old.get("output"),
+        "new_output": new.get("output"),
+        "old_fingerprint": identity(old) if old else None,
+        "new_fingerprint": identity(new) if new else None,
+        "old_model": old.get("response_model"),
+        "new_model": new.get("response_model"),
+        "consequences": consequences,
+    }

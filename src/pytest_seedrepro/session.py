@@ -25,9 +25,17 @@ if TYPE_CHECKING:
     from pytest_seedrepro.decision import Verdict
 
 
+#: The ``workeroutput`` key under which a pytest-xdist worker hands its run problems to the controller.
+RUN_PROBLEMS = "seedrepro_run_problems"
+
+
 @dataclass
 class RunState:
-    """What the plugin keeps for the whole run (one per process)."""
+    """What the plugin keeps for the whole run, in ``config.stash[RUN_STATE]``.
+
+    One per run, not per process: pytester runs many sessions in one process,
+    and nothing of one may reach the next.
+    """
 
     settings: Settings
     #: The TLS context every test's HTTP clients share: loading the CA store
@@ -44,6 +52,29 @@ class RunState:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: One line per API call a thread made after its ``seeded_llm`` test ended (refused, never sent).
     late_calls: list[str] = field(default_factory=list)
+    #: One line per file that could not be written where no test could fail for it (syrupy
+    #: writes snapshots at the end of the session): listed in the summary, and the run fails.
+    unwritten: list[str] = field(default_factory=list)
+    #: syrupy's snapshot directories by (which kind, test file, ``--snapshot-dirname``)
+    #: (``snapshots.LLMCallsExtension.dirname``): a dozen path operations each, asked for again and again.
+    snapshot_directories: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    #: The last snapshot location computed, as (syrupy's test location, index, location): syrupy
+    #: asks for a test's location four times per assertion (``snapshots.LLMCallsExtension.get_location``).
+    last_snapshot_location: tuple[Any, Any, str] | None = None
+
+    def hand_over_problems(self, workeroutput: dict[str, Any]) -> None:
+        """On a pytest-xdist worker: give the controller the lines only the controller reports.
+
+        A worker prints no summary: the controller lists these lines and fails the run for them.
+        """
+        workeroutput[RUN_PROBLEMS] = {"unwritten": list(self.unwritten), "late_calls": list(self.late_calls)}
+
+    def take_over_problems(self, workeroutput: Any) -> None:
+        """On the pytest-xdist controller: add a finished worker's lines (:meth:`hand_over_problems`)."""
+        problems = workeroutput.get(RUN_PROBLEMS) if isinstance(workeroutput, dict) else None
+        if isinstance(problems, dict):
+            self.unwritten.extend(str(line) for line in problems.get("unwritten", ()))
+            self.late_calls.extend(str(line) for line in problems.get("late_calls", ()))
 
     def ssl_context(self, client_class: type) -> Any:
         """The shared TLS context for ``client_class``'s httpx flavour (httpx or httpx2)."""
@@ -129,7 +160,7 @@ class TestState:
     raised: set[int] = field(default_factory=set)
     #: The body ended on an error whose cause is in ``problems``: the report shows those lines.
     explain: bool = False
-    #: The first divergence from the snapshot, as data (``verdict._divergence_view``), for the reports.
+    #: The first divergence from the snapshot, as data (``report.divergence_view``), for the reports.
     divergence: dict[str, Any] | None = None
     #: Unseeded calls whose output varied under the same backend identity (their indexes).
     varied: list[int] = field(default_factory=list)

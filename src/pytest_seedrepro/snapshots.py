@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from syrupy.data import SnapshotCollection
 from syrupy.extensions.base import AbstractSyrupyExtension
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SerializedData
 
+from pytest_seedrepro.calls import Call, is_responses
 from pytest_seedrepro.files import (
-    UNWRITTEN,
     NotWritten,
     not_written,
     own_stem,
@@ -33,6 +34,7 @@ from pytest_seedrepro.files import (
 )
 from pytest_seedrepro.ids import ID_PREFIX, numbered_request
 from pytest_seedrepro.options import refresh_command
+from pytest_seedrepro.session import RUN_STATE, RunState
 
 #: Request keys that change how an answer is delivered, not what it says.
 TRANSPORT_KEYS = frozenset({"stream", "stream_options"})
@@ -111,6 +113,54 @@ def storable(value: Any) -> Any:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
+    """What the snapshot keeps of one call: no ids, no timestamps, no transport keys."""
+    entry: dict[str, Any] = {"endpoint": call.endpoint, "system_fingerprint": call.system_fingerprint}
+    if call.draw is not None:
+        entry = {"draw": call.draw, **entry}  # only in a draws test: other snapshots keep their shape
+    identity = item.ihook.pytest_seedrepro_fingerprint(call=call)
+    if identity is None and call.system_fingerprint is None and is_responses(call.endpoint):
+        identity = call.model  # the Responses API has no fingerprint: its model is the backend we can see
+    if identity is not None and identity != call.system_fingerprint:
+        entry["backend"] = str(identity)
+    entry["response_model"] = call.model
+    if call.status is not None:
+        entry["status"] = call.status  # a recorded client error (400, 404, 422): its message is the output
+    entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in TRANSPORT_KEYS}
+    entry["output"] = _normalize(item, call.output or "", call)
+    if len(call.outputs) > 1:
+        # n > 1: every choice, in order (only then, so an n = 1 snapshot keeps its shape).
+        entry["choices"] = [_normalize(item, text, call) for text in call.outputs]
+    return dict(storable(entry))
+
+
+def _normalize(item: pytest.Item, output: str, call: Call) -> str:
+    """Run the ``pytest_seedrepro_normalize`` chain of ``item``'s scope, each step through pluggy.
+
+    Each implementation must see the previous one's result, which a single
+    pluggy call cannot give (every implementation gets the same arguments).
+    So pluggy is called once per implementation, in its own order, with a
+    caller that holds that implementation and the wrappers: ``tryfirst``,
+    ``trylast``, ``wrapper=True`` and ``conftest.py`` scoping all apply.
+    """
+    scoped = item.ihook.pytest_seedrepro_normalize
+    impls = scoped.get_hookimpls()
+    if not impls:
+        return output
+    manager = item.config.pluginmanager
+    everywhere = {impl.plugin for impl in item.config.hook.pytest_seedrepro_normalize.get_hookimpls()}
+    out_of_scope = everywhere - {impl.plugin for impl in impls}
+    steps = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
+    # pluggy calls the last of its list first (tryfirst ones are at the end).
+    for step in reversed(steps) if steps else [None]:
+        others = {impl.plugin for impl in steps if impl is not step}
+        caller = manager.subset_hook_caller("pytest_seedrepro_normalize", [*out_of_scope, *others])
+        result = caller(output=output, call=call)
+        if result is not None:
+            output = str(result)
+    return output
 
 
 #: The start of an output's tool-call line (``answers.tool_call_line``), whose id it numbers.
@@ -294,32 +344,34 @@ def read_stored(assertion: Any) -> tuple[str, str | None]:
     ``read_snapshot_data_from_location``), so a test reads its snapshot once.
     Raises ``files.UnreadableFile`` with one line.
     """
-    global _just_read
-    location = str(
-        assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
-    )
+    extension = assertion.extension
+    location = str(extension.get_location(test_location=assertion.test_location, index=assertion.index))
     text = read_text(Path(location), what="the snapshot")
-    _just_read = (location, text)
+    # Handed to the assertion's own extension, the one syrupy reads through: it belongs to this test.
+    if isinstance(extension, LLMCallsExtension):
+        extension.just_read = (location, text)
     return location, text
 
 
-#: The last snapshot :func:`read_stored` read, until syrupy asks for it (once).
-_just_read: tuple[str, str | None] | None = None
-#: syrupy's snapshot directories (which kind, test file, ``--snapshot-dirname``).
-_DIRECTORIES: dict[tuple[str, str, str], str] = {}
+def _run_of(test_location: Any) -> RunState | None:
+    """The run of the test at syrupy's ``test_location`` (its item's ``config.stash``), if the plugin is on.
+
+    syrupy calls the extension's class methods with the test's location and no
+    instance of its own: the location's item is the way back to the run's state.
+    """
+    config = getattr(getattr(test_location, "item", None), "config", None)
+    return None if config is None else config.stash.get(RUN_STATE, None)
 
 
 def _directory(kind: str, cls: Any, test_location: Any, compute: Any) -> str:
+    run = _run_of(test_location)
+    if run is None:
+        return str(compute(test_location=test_location))
     key = (kind, test_location.filepath, str(cls.snapshot_dirname))
-    found = _DIRECTORIES.get(key)
+    found = run.snapshot_directories.get(key)
     if found is None:
-        found = _DIRECTORIES[key] = str(compute(test_location=test_location))
+        found = run.snapshot_directories[key] = str(compute(test_location=test_location))
     return found
-
-
-#: The last snapshot location computed: syrupy asks for a test's location four
-#: times per assertion, and each answer takes a dozen path operations.
-_last_location: tuple[Any, Any, str] | None = None
 
 
 class LLMCallsExtension(SingleFileSnapshotExtension):
@@ -327,6 +379,9 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
 
     file_extension = "llm.yaml"
     _write_mode = WriteMode.TEXT
+
+    #: The snapshot :func:`read_stored` read for this assertion, until syrupy asks for it (once).
+    just_read: tuple[str, str | None] | None = None
 
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
@@ -360,20 +415,20 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
 
     @classmethod
     def get_location(cls, *, test_location: Any, index: Any) -> str:
-        global _last_location
-        last = _last_location
+        run = _run_of(test_location)
+        last = None if run is None else run.last_snapshot_location
         # By identity: the cache holds the location object, so it cannot be another one's id.
         if last is not None and last[0] is test_location and last[1] == index:
             return last[2]
         location = str(super().get_location(test_location=test_location, index=index))
-        _last_location = (test_location, index, location)
+        if run is not None:
+            run.last_snapshot_location = (test_location, index, location)
         return location
 
     def read_snapshot_data_from_location(
         self, *, snapshot_location: str, snapshot_name: str, session_id: str
     ) -> SerializableData | None:
-        global _just_read
-        just_read, _just_read = _just_read, None
+        just_read, self.just_read = self.just_read, None
         if just_read is not None and just_read[0] == snapshot_location:
             return just_read[1]
         return super().read_snapshot_data_from_location(
@@ -424,7 +479,17 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
                     snapshot_location=snapshot_location, snapshots=snapshots, name_order=name_order
                 )
         except OSError as exc:
-            UNWRITTEN.append(str(not_written(exc, Path(snapshot_location), what="the snapshot")))
+            problem = not_written(exc, Path(snapshot_location), what="the snapshot")
+        except NotWritten as exc:  # from write_snapshot_collection, which has no test location
+            problem = exc
+        else:
+            return
+        # syrupy writes at the end of the session, where a raise is an INTERNALERROR:
+        # the line is kept for the summary and the exit status.
+        run = _run_of(snapshots[0][1]) if snapshots else None
+        if run is None:
+            raise problem
+        run.unwritten.append(str(problem))
 
     @classmethod
     def write_snapshot_collection(
@@ -436,9 +501,5 @@ class LLMCallsExtension(SingleFileSnapshotExtension):
         data = next(iter(snapshot_collection)).data
         if not isinstance(data, str):
             raise TypeError(f"expected text for {target}, got {type(data).__name__}")
-        try:
-            write_atomically(target, data, what="the snapshot")
-        except NotWritten as exc:
-            # syrupy writes at the end of the session, where a raise is an
-            # INTERNALERROR: keep the line for the summary and the exit status.
-            UNWRITTEN.append(str(exc))
+        # A NotWritten goes to write_snapshot, which knows the test and so the run to report it in.
+        write_atomically(target, data, what="the snapshot")

@@ -20,6 +20,9 @@ It runs inside the call phase (a ``pytest_runtest_call`` wrapper), after the
 body, so every call was made and recorded before a skip, and a
 ``SeedReproFingerprintWarning`` is an ordinary warning of the test (an error
 under ``-W error``), never an INTERNALERROR.
+
+It decides only: what a call's snapshot entry holds is ``snapshots.snapshot_entry``,
+and what the reports show of the verdict is ``report.py``'s.
 """
 
 from __future__ import annotations
@@ -32,61 +35,14 @@ import pytest
 
 import pytest_seedrepro.snapshots as snapshots
 from pytest_seedrepro import judgement
-from pytest_seedrepro.calls import Call, from_threads, in_files_order, is_responses
+from pytest_seedrepro.calls import Call, from_threads, in_files_order
 from pytest_seedrepro.decision import Verdict
 from pytest_seedrepro.files import UnreadableFile
 from pytest_seedrepro.judgement import FingerprintChange
 from pytest_seedrepro.options import POLICIES, refresh_command
+from pytest_seedrepro.report import divergence_view
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 from pytest_seedrepro.warnings import SeedReproFingerprintWarning
-
-
-def _normalize(item: pytest.Item, output: str, call: Call) -> str:
-    """Run the ``pytest_seedrepro_normalize`` chain of ``item``'s scope, each step through pluggy.
-
-    Each implementation must see the previous one's result, which a single
-    pluggy call cannot give (every implementation gets the same arguments).
-    So pluggy is called once per implementation, in its own order, with a
-    caller that holds that implementation and the wrappers: ``tryfirst``,
-    ``trylast``, ``wrapper=True`` and ``conftest.py`` scoping all apply.
-    """
-    scoped = item.ihook.pytest_seedrepro_normalize
-    impls = scoped.get_hookimpls()
-    if not impls:
-        return output
-    manager = item.config.pluginmanager
-    everywhere = {impl.plugin for impl in item.config.hook.pytest_seedrepro_normalize.get_hookimpls()}
-    out_of_scope = everywhere - {impl.plugin for impl in impls}
-    steps = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
-    # pluggy calls the last of its list first (tryfirst ones are at the end).
-    for step in reversed(steps) if steps else [None]:
-        others = {impl.plugin for impl in steps if impl is not step}
-        caller = manager.subset_hook_caller("pytest_seedrepro_normalize", [*out_of_scope, *others])
-        result = caller(output=output, call=call)
-        if result is not None:
-            output = str(result)
-    return output
-
-
-def snapshot_entry(item: pytest.Item, call: Call) -> dict[str, Any]:
-    """What the snapshot keeps of one call: no ids, no timestamps, no transport keys."""
-    entry: dict[str, Any] = {"endpoint": call.endpoint, "system_fingerprint": call.system_fingerprint}
-    if call.draw is not None:
-        entry = {"draw": call.draw, **entry}  # only in a draws test: other snapshots keep their shape
-    identity = item.ihook.pytest_seedrepro_fingerprint(call=call)
-    if identity is None and call.system_fingerprint is None and is_responses(call.endpoint):
-        identity = call.model  # the Responses API has no fingerprint: its model is the backend we can see
-    if identity is not None and identity != call.system_fingerprint:
-        entry["backend"] = str(identity)
-    entry["response_model"] = call.model
-    if call.status is not None:
-        entry["status"] = call.status  # a recorded client error (400, 404, 422): its message is the output
-    entry["request"] = {k: v for k, v in sorted(call.request.items()) if k not in snapshots.TRANSPORT_KEYS}
-    entry["output"] = _normalize(item, call.output or "", call)
-    if len(call.outputs) > 1:
-        # n > 1: every choice, in order (only then, so an n = 1 snapshot keeps its shape).
-        entry["choices"] = [_normalize(item, text, call) for text in call.outputs]
-    return dict(snapshots.storable(entry))
 
 
 def _policy(item: pytest.Item, state: TestState, change: FingerprintChange, call: Call) -> str:
@@ -186,7 +142,7 @@ def judge(item: pytest.Item, state: TestState) -> None:
         return
     ordered = in_files_order(state.calls)
     current = snapshots.number_ids(
-        [snapshot_entry(item, call) for call in ordered],
+        [snapshots.snapshot_entry(item, call) for call in ordered],
         [i for call in ordered for i in call.tool_call_ids],
         [i for call in ordered for i in call.item_ids],
     )
@@ -270,7 +226,7 @@ def _judge(
         if judged is None or index < ordered[judged].index
     ]
     if divergence is not None:
-        state.divergence = _divergence_view(divergence, found.consequences)
+        state.divergence = divergence_view(divergence, found.consequences)
     if divergence is None or divergence.kind == "varied":
         if divergence is not None:
             assert divergence.change is not None
@@ -312,23 +268,6 @@ def _judge(
 _DRIFTS: dict[str, Verdict] = {"skip": "drift-skip", "warn": "drift-warn", "fail": "drift-fail"}
 
 
-def _divergence_view(divergence: judgement.Divergence, consequences: list[str]) -> dict[str, Any]:
-    """The first divergence as JSON-able data, for the HTML report (it travels on the report under xdist)."""
-    old, new = divergence.old or {}, divergence.new or {}
-    return {
-        "kind": divergence.kind,
-        "call": divergence.change.index if divergence.change else divergence.position,
-        "message": divergence.message.split("\n", 1)[0],
-        "old_output": old.get("output"),
-        "new_output": new.get("output"),
-        "old_fingerprint": judgement.identity(old) if old else None,
-        "new_fingerprint": judgement.identity(new) if new else None,
-        "old_model": old.get("response_model"),
-        "new_model": new.get("response_model"),
-        "consequences": consequences,
-    }
-
-
 def _change_message(nodeid: str, change: FingerprintChange, consequences: list[str], mode: str) -> str:
     after = f"; after it, its consequences: {'; '.join(consequences)}" if consequences else ""
     return (
@@ -336,99 +275,3 @@ def _change_message(nodeid: str, change: FingerprintChange, consequences: list[s
         f"(call {change.index} (seed {change.seed}): {judgement.fingerprint_note(change)}{after}). "
         f"Refresh with: {refresh_command(nodeid, mode)}"
     )
-
-
-def annotate_report(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Tidy the call-phase report: the plugin's one-line cause, the skip's location, the summary's data."""
-    state = item.stash.get(TEST_STATE, None)
-    if state is None or report.when != "call":
-        return
-    if report.failed and state.explain:
-        # The body ended on an error the plugin caused or explained (a missing
-        # recording, an API error): show the cause, not the SDK's traceback.
-        report.longrepr = "\n".join(state.problems)
-    elif report.failed and state.problems:
-        _name_broken_calls(report, state.problems)
-    if report.skipped and state.verdict == "drift-skip" and isinstance(report.longrepr, tuple):
-        # Point the skip at the test, not at this module.
-        _, line, _ = item.location
-        report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])
-    report.seedrepro = summary_of(state, report)  # type: ignore[attr-defined]
-
-
-def _name_broken_calls(report: pytest.TestReport, problems: list[str]) -> None:
-    """Add the plugin's lines to a failure that does not show them yet.
-
-    The body ended on an error of its own (the app caught the SDK's error, then
-    tripped over the missing answer): its traceback stays, and the broken call
-    is named beside it, in a section of the report, which pytest-xdist carries
-    from the workers with the rest of the report.
-    """
-    shown = str(report.longrepr)
-    missing = [line for line in problems if line not in shown]
-    if not missing:
-        return  # the verdict's own failure: its message is these lines
-    text = "\n".join(missing)
-    addsection = getattr(report.longrepr, "addsection", None)  # pytest's exception reprs have it
-    if callable(addsection):
-        addsection("seedrepro: the test's broken call(s)", text)
-    else:
-        report.longrepr = f"{shown}\n{text}"
-
-
-def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
-    """The JSON-able data the terminal summary needs (it travels from xdist workers on the report)."""
-    calls = [c for c in state.calls if c.replayed is not None]
-    return {
-        "replayed": sum(1 for c in calls if c.replayed),
-        "live": sum(1 for c in calls if not c.replayed),
-        "tokens": sum(c.total_tokens for c in calls if not c.replayed),
-        "replayed_tokens": sum(c.total_tokens for c in calls if c.replayed),
-        "fingerprints": sorted({c.system_fingerprint for c in calls if c.system_fingerprint}),
-        "disagreeing_streams": [list(c.chunk_fingerprints) for c in calls if len(c.chunk_fingerprints) > 1],
-        "changes": [
-            {
-                "old": c.old,
-                "new": c.new,
-                "outcome": c.outcome,
-                "old_model": c.old_model,
-                "new_model": c.new_model,
-            }
-            for c in state.fingerprint_changes
-        ],
-        "unpinned": sum(1 for c in state.calls if not c.pinned),
-        "no_seed": sum(1 for c in state.calls if c.pinned and is_responses(c.endpoint)),
-        "repeat": [f.as_dict() for f in state.repeat_figures],
-        "varied": list(state.varied),
-        "tolerance": list(state.tolerated),
-        "draws": state.draws_figures,
-        "seed": state.calls[0].seed if state.calls else state.pins.seed,
-        "params": state.pins.params,
-        "models": sorted({c.model for c in calls if c.model}),
-        "verdict": _verdict_name(state, report),
-        "divergence": state.divergence,
-        "model_changes": [
-            {"call": c.index, "old": c.old_model, "new": c.new_model} for c in state.model_changes
-        ],
-        # Recorded client errors (400, 404, 422): answers the app may have swallowed.
-        "client_errors": [
-            {"call": c.index, "status": c.status, "message": _first_line(c.output)}
-            for c in state.calls
-            if c.status is not None
-        ],
-    }
-
-
-def _first_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def _verdict_name(state: TestState, report: pytest.TestReport) -> str:
-    """One word for the report: passed, failed, skipped, regression, drift-skipped/-warned/-failed."""
-    drifted = [c.outcome for c in state.fingerprint_changes if c.outcome in POLICIES]
-    if drifted:
-        return {"skip": "drift-skipped", "warn": "drift-warned", "fail": "drift-failed"}[drifted[0]]
-    if report.failed and state.divergence is not None and state.divergence["kind"] == "output":
-        return "regression"
-    return str(report.outcome)

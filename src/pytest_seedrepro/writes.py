@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 
 from pytest_seedrepro import decision, drift, review
-from pytest_seedrepro.files import UNWRITTEN, NotWritten, UnreadableFile
+from pytest_seedrepro.files import NotWritten, UnreadableFile
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 
 
@@ -129,7 +129,7 @@ def _update_pending(
         try:
             review.keep(root, change)
         except NotWritten as exc:
-            UNWRITTEN.append(str(exc))
+            item.config.stash[RUN_STATE].unwritten.append(str(exc))
             return
         teardown.seedrepro_pending = change["kind"]  # type: ignore[attr-defined]
         return
