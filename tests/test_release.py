@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -84,6 +85,11 @@ def test_the_changelog_links_each_section() -> None:
 def test_the_installed_metadata_has_the_package_s_version_and_licence() -> None:
     dist = _own_distribution()
     if dist is None:
+        # .ci/run's wheel leg sets SEEDREPRO_INSTALLED_WHEEL: there, the suite must run on the wheel.
+        if os.environ.get("SEEDREPRO_INSTALLED_WHEEL"):
+            pytest.fail(
+                f"SEEDREPRO_INSTALLED_WHEEL is set, but pytest_seedrepro comes from {pytest_seedrepro.__file__}"
+            )
         pytest.skip("the imported package is not an installed wheel (editable or PYTHONPATH)")
     assert dist.version == pytest_seedrepro.__version__
     assert dist.metadata["License-Expression"] == "MIT"
