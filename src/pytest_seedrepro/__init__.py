@@ -12,4 +12,4 @@ from pytest_seedrepro.warnings import SeedReproFingerprintWarning, SeedReproWarn
 
 __all__ = ["Call", "SeedReproFingerprintWarning", "SeedReproWarning", "__version__"]
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"

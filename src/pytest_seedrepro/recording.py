@@ -5,7 +5,8 @@ cassette is, what of an exchange is kept (no secrets, no transient errors),
 how a missing recording is explained, and that a recording holds what its
 test used, written only once the whole test is over and accepted.
 
-This module imports vcrpy, so only the fixture imports it.
+This module imports vcrpy, so only the fixture imports it. The vcrpy
+internals it uses are listed, and checked at first use, in ``vcrpy_check``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ openai 1.55.3 (httpx) to 3.x (httpx2):
   replacement.
 
 :func:`load` checks those shapes once, when the first ``seeded_llm`` test
-starts, and turns a mismatch into one line naming the supported range.
+starts, and turns a mismatch into one line naming the supported range. It
+checks the vcrpy internals ``recording.py`` uses too (``vcrpy_check``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _OPTION_FIELDS = ("json_data", "extra_json", "headers", "idempotency_key", "max_
 
 
 class UnsupportedSDK(Exception):
-    """The installed openai SDK does not have the internals the plugin patches."""
+    """The installed openai SDK (or vcrpy: ``vcrpy_check``) lacks the internals the plugin uses."""
 
 
 @dataclass(frozen=True)
@@ -91,5 +92,8 @@ def load() -> SDK:
             f"openai {version} is not supported by pytest-seedrepro (it needs {SUPPORTED_RANGE}; "
             f"missing: {', '.join(missing)}): install a supported one, e.g. pip install 'openai>=1.55.3,<4'"
         )
+    from pytest_seedrepro import vcrpy_check
+
+    vcrpy_check.check()  # recording.py's vcrpy internals: the same first use, the same one line
     _loaded = SDK(sync_client, async_client, model_copy, version)
     return _loaded
