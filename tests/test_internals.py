@@ -46,6 +46,9 @@ def test_a_vcrpy_whose_internals_moved_is_one_line_naming_them(
     )
     out = result.stdout.str()
     assert "Traceback" not in out and "AttributeError" not in out and "INTERNALERROR" not in out
+    # One line, not the line twice with "During handling of the above exception" between.
+    assert out.count("has moved internals the plugin uses") == 1
+    assert "During handling" not in out
 
 
 def test_pytest_s_runtestprotocol_runs_an_item_as_draws_call_it() -> None:

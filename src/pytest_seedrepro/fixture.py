@@ -313,7 +313,12 @@ class _TestSetup:
         try:
             sdk.load()
         except sdk.UnsupportedSDK as exc:
-            _fail(f"seedrepro: {exc}")
+            unsupported = str(exc)
+        else:
+            return
+        # Failed outside the except block: inside it, the report would chain the
+        # original exception ("During handling of ...") and print the line twice.
+        _fail(f"seedrepro: {unsupported}")
 
     def set_environment(self, stack: ExitStack) -> None:
         """Set the variables the clients the code under test builds read, until ``stack`` closes."""
