@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,44 @@ def test_ordinary_query_parameters_are_kept_and_credentials_dropped(
     assert uri.endswith("/chat/completions?max_tokens=7&author=ann&keywords=x%2Cy")
     llm_server.stop()
     suite.runpytest().assert_outcomes(passed=1)  # matched on the parameters kept
+
+
+@pytest.mark.skipif(not hasattr(os, "umask") or os.name != "posix", reason="POSIX file modes")
+def test_written_files_get_the_mode_of_any_new_file_and_keep_the_mode_they_had(
+    suite: pytest.Pytester, tmp_path: Path
+) -> None:
+    # What open() would give a new file under this umask: a cassette, snapshot
+    # or report is read by other users (a web server, a container, CI).
+    old_umask = os.umask(0o022)
+    try:
+        probe = tmp_path / "probe"
+        probe.write_text("")
+        expected = stat.S_IMODE(probe.stat().st_mode)
+        suite.makepyfile(test_modes="def test_it(seeded_llm):\n    seeded_llm.complete('hi')\n")
+        result = suite.runpytest(
+            "-p",
+            "no:cacheprovider",
+            "--seedrepro-mode=record",
+            "--snapshot-update",
+            "--seedrepro-report=report.json",
+            "--seedrepro-html=report.html",
+        )
+        result.assert_outcomes(passed=1)
+        written = [
+            suite.path / "cassettes" / "test_modes" / "test_it.yaml",
+            suite.path / "__snapshots__" / "test_modes" / "test_it.llm.yaml",
+            suite.path / "report.json",
+            suite.path / "report.html",
+        ]
+        assert {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in written} == {
+            path.name: oct(expected) for path in written
+        }
+        # A file the user gave a mode of its own keeps it when rewritten.
+        cassette = written[0]
+        cassette.chmod(0o600)
+        suite.makepyfile(test_modes="def test_it(seeded_llm):\n    seeded_llm.complete('hello')\n")
+        suite.runpytest("-p", "no:cacheprovider", "--seedrepro-mode=rerecord", "--snapshot-update")
+        assert "hello" in cassette.read_text()  # written again ...
+        assert oct(stat.S_IMODE(cassette.stat().st_mode)) == oct(0o600)  # ... with the mode it had
+    finally:
+        os.umask(old_umask)

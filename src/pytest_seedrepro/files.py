@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -71,12 +72,40 @@ def write_atomically(target: Path, text: str, *, what: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
+        os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise NotWritten(f"cannot write {what} {target}: {_reason(exc, target)}") from None
         raise
+
+
+def _mode_for(target: Path) -> int:
+    """The mode the written file gets: the one it had, or what ``open()`` gives a new file.
+
+    ``mkstemp`` makes its file readable by its owner only; renamed into place,
+    a recording, snapshot or report would become unreadable to the other users
+    who read it (a web server, another user in a container).
+    """
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Linux tells the umask without changing it; elsewhere it is set and put back at once.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def not_written(exc: OSError, target: Path, *, what: str) -> NotWritten:
