@@ -291,19 +291,3 @@ def _has_key() -> bool:
     import os
 
     return bool(os.environ.get("OPENAI_API_KEY"))
-
-
-def report_late_calls(config: pytest.Config, terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the refused calls of threads that outlived their test (never on an xdist worker)."""
-    if hasattr(config, "workerinput"):
-        return
-    for line in config.stash[RUN_STATE].late_calls:
-        terminalreporter.write_line(line, red=True)
-
-
-def finish_session(session: pytest.Session) -> None:
-    """Fail the run for the refused late calls (not on an xdist worker: they go to the controller)."""
-    config = session.config
-    lines = config.stash[RUN_STATE].late_calls
-    if lines and not hasattr(config, "workerinput") and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED

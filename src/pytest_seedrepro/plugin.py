@@ -204,17 +204,8 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     return report.outcome, letter, (f"{report.outcome.upper()} {shown}", markup)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    from pytest_seedrepro import outside
-
-    outside.report_late_calls(config, terminalreporter)
-
-
 @pytest.hookimpl(trylast=True)  # after syrupy wrote the snapshots (tryfirst) and the summary's own
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from pytest_seedrepro import outside
-
-    outside.finish_session(session)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # a pytest-xdist worker: the run's problems go to the controller
         session.config.stash[RUN_STATE].hand_over_problems(workeroutput)

@@ -84,9 +84,13 @@ class RunSummary:
         """Print the section once, where the user sees it (never on an xdist worker)."""
         if hasattr(self.config, "workerinput"):
             return
-        # Files that could not be written (the workers' too, handed over under xdist: plugin.py).
-        for line in self.config.stash[RUN_STATE].unwritten:
+        # The run's problems (the workers' too, handed over under xdist: plugin.py): files
+        # that could not be written, and calls refused to threads that outlived their test.
+        run = self.config.stash[RUN_STATE]
+        for line in run.unwritten:
             terminalreporter.write_line(f"seedrepro: {line}", red=True)
+        for line in run.late_calls:
+            terminalreporter.write_line(line, red=True)
         if not self.tests:
             return
         terminalreporter.write_sep("-", "seedrepro")
@@ -133,7 +137,8 @@ class RunSummary:
         output = getattr(self.config, "workeroutput", None)
         if output is not None:
             _drop_sidecars_without_directory(output)
-        if self.config.stash[RUN_STATE].unwritten and session.exitstatus == pytest.ExitCode.OK:
+        run = self.config.stash[RUN_STATE]
+        if (run.unwritten or run.late_calls) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _write(self, path: str, text: str, what: str) -> None:
