@@ -7,6 +7,7 @@ server; what the server saw (``llm_server.requests``) shows what reached it.
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from llmserver import LLMServer
 from written import files_of
@@ -262,25 +263,44 @@ def test_a_cancelled_async_stream_is_unfinished_never_stored(
     assert files_of(suite.path) == {}
 
 
-def test_a_consumer_that_stops_reading_early_keeps_what_it_read(
+def test_a_consumer_that_stops_reading_early_is_no_error_and_the_whole_answer_is_kept(
     suite: pytest.Pytester, llm_server: LLMServer
 ) -> None:
+    # vcrpy takes in the whole body before the client sees its first chunk (in
+    # every mode: live captures the exchange too), so the answer kept is the
+    # whole one the server sent: the same as a consumer that read it all.
     suite.makepyfile(
         test_it="""
         import pytest
 
-        @pytest.mark.asyncio
-        async def test_first_chunk_only(seeded_llm):
-            stream = await seeded_llm.async_client.chat.completions.create(
+        async def ask(seeded_llm):
+            return await seeded_llm.async_client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}], stream=True
             )
+
+        @pytest.mark.asyncio
+        async def test_first_chunk_only(seeded_llm):
+            stream = await ask(seeded_llm)
             async for chunk in stream:
                 break
             await stream.close()
+
+        @pytest.mark.asyncio
+        async def test_all_of_it(seeded_llm):
+            async for chunk in await ask(seeded_llm):
+                pass
         """
     )
-    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=1)
-    assert len(files_of(suite.path)) == 2
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=2)
+    snapshots = suite.path / "__snapshots__" / "test_it"
+
+    def output_of(name: str) -> str:
+        return yaml.safe_load((snapshots / f"{name}.llm.yaml").read_text())["calls"][0]["output"]
+
+    assert output_of("test_all_of_it").count(" ") > 3  # a whole answer of several words
+    assert output_of("test_first_chunk_only") == output_of("test_all_of_it")
+    llm_server.stop()
+    suite.runpytest().assert_outcomes(passed=2)  # and it replays
 
 
 def test_the_fixtures_async_client_is_closed_after_the_test(suite: pytest.Pytester) -> None:

@@ -7,6 +7,8 @@ unit-tested as a table in tests/test_decision.py.
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 import yaml
 
@@ -223,3 +225,55 @@ def test_a_passing_run_renders_its_snapshot_only_to_decide_whether_to_write_its_
     result = suite.runpytest(f"--seedrepro-mode={mode}", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"snapshots rendered: {renders}"])
+
+
+STOPS_EARLY = """
+import os
+
+def test_first(seeded_llm):
+    seeded_llm.complete("one")
+    assert not os.environ.get("FAIL_FIRST")
+
+def test_second(seeded_llm):
+    seeded_llm.complete("two")
+
+def test_third(seeded_llm):
+    seeded_llm.complete("three")
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+@pytest.mark.parametrize("mode", ["replay", "rerecord"])
+def test_a_run_that_stops_early_keeps_the_snapshots_of_the_tests_it_did_not_run(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str, workers: list[str]
+) -> None:
+    # syrupy counts a test that never ran as one whose snapshot is unused, and
+    # --snapshot-update deletes unused snapshots: -x must not cost the rest.
+    suite.makepyfile(test_a=STOPS_EARLY)
+    suite.runpytest("--seedrepro-mode=record", "--snapshot-update").assert_outcomes(passed=3)
+    before = files_of(suite.path)
+    monkeypatch.setenv("FAIL_FIRST", "1")
+    result = suite.runpytest(f"--seedrepro-mode={mode}", "--snapshot-update", "-x", *workers)
+    assert result.parseoutcomes()["failed"] == 1
+    assert result.parseoutcomes().get("passed", 0) < 2  # stopped before the others all ran
+    assert files_of(suite.path) == before
+
+
+@pytest.mark.parametrize("change", ["regression", "drift"])
+def test_a_live_run_of_a_recorded_test_hints_a_command_that_refreshes_both_files(
+    suite: pytest.Pytester, llm_server: LLMServer, change: str
+) -> None:
+    # A live run reads no recording; refreshing the snapshot alone would part it from the
+    # recording, and replay would then fail (or skip) on the old answer.
+    suite.makepyfile(test_it=ONE_CALL)
+    suite.runpytest(*RECORD).assert_outcomes(passed=1)
+    if change == "drift":
+        llm_server.fingerprint = "fp_test_2"
+    llm_server.variant = "a new answer"
+    result = suite.runpytest("--seedrepro-mode=live", "-rs", "-p", "no:cacheprovider")
+    line = next(line for line in result.outlines if "--snapshot-update 'test_it.py::test_a'" in line)
+    command = shlex.split(line[line.index("pytest --seedrepro-mode=") :])
+    assert command[1] == "--seedrepro-mode=rerecord"
+    suite.runpytest(*command[1:], "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    llm_server.stop()
+    suite.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)  # replay agrees with the snapshot

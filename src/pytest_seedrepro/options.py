@@ -69,6 +69,16 @@ def refresh_command(nodeid: str, mode: str = "rerecord") -> str:
     return f"pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'"
 
 
+def refresh_mode(mode: str, has_recording: bool) -> str:
+    """The mode that refreshes a test: ``rerecord``, or ``live`` for a test with no recording.
+
+    A test that has a recording is refreshed by ``rerecord`` even from a
+    ``live`` run: refreshing only its snapshot would part it from its
+    recording, and replay would then fail or skip on the old answer.
+    """
+    return "live" if mode == "live" and not has_recording else "rerecord"
+
+
 def refresh_drifted_command(mode: str = "rerecord") -> str:
     """The command that refreshes every test that drifted in the last run."""
     mode = "live" if mode == "live" else "rerecord"

@@ -204,11 +204,24 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     return report.outcome, letter, (f"{report.outcome.upper()} {shown}", markup)
 
 
-@pytest.hookimpl(trylast=True)  # after syrupy wrote the snapshots (tryfirst) and the summary's own
-def pytest_sessionfinish(session: pytest.Session) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
+    if _stopped_early(session) and getattr(session.config.option, "update_snapshots", False):
+        # syrupy (which removes unused snapshots in this hook) counts a test that never
+        # ran as one whose snapshot is unused: -x, --maxfail or Ctrl-C under
+        # --snapshot-update would delete the snapshots of every test after the stop.
+        session.config.option.no_cleanup = True  # what --snapshot-no-cleanup sets
+    result = yield
+    # After syrupy wrote the snapshots and the summary's own session finish:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # a pytest-xdist worker: the run's problems go to the controller
         session.config.stash[RUN_STATE].hand_over_problems(workeroutput)
+    return result
+
+
+def _stopped_early(session: pytest.Session) -> bool:
+    """The run ended before every selected test ran (``-x``, ``--maxfail``, an interrupt)."""
+    return bool(session.shouldfail or session.shouldstop) or session.exitstatus == pytest.ExitCode.INTERRUPTED
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -16,7 +16,7 @@ import pytest
 
 from pytest_seedrepro.calls import is_responses
 from pytest_seedrepro.files import NotWritten, write_atomically
-from pytest_seedrepro.options import POLICIES, refresh_command, refresh_drifted_command
+from pytest_seedrepro.options import POLICIES, refresh_command, refresh_drifted_command, refresh_mode
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class RunSummary:
         self.varied: list[tuple[str, int]] = []
         #: Calls counted equal under llm_tolerance, not exactly: (nodeid, call, similarity, threshold).
         self.tolerated: list[tuple[str, int, float, float]] = []
+        #: A test whose fingerprint changed has a recording: the refresh commands re-record.
+        self.changed_recorded = False
         #: The changes this run left pending, for ``seedrepro review``: node id -> kind.
         self.pending: dict[str, str] = {}
 
@@ -209,6 +211,7 @@ class RunSummary:
             )
             if entry not in self.changes:  # one line per test, however many of its calls changed
                 self.changes.append(entry)
+            self.changed_recorded = self.changed_recorded or bool(data.get("has_recording"))
         for figures in data.get("repeat", []):
             self.repeat.append((nodeid, figures))
         if data.get("draws"):
@@ -252,7 +255,7 @@ class RunSummary:
                     else ""
                 )
                 out.append(f"  {outcome}: {nodeid}: {old} -> {new}{model}")
-            mode = self.config.stash[RUN_STATE].settings.mode
+            mode = refresh_mode(self.config.stash[RUN_STATE].settings.mode, self.changed_recorded)
             out.append(f"refresh a test with: {refresh_command('NODEID', mode)}")
             drifted = {t for t, outcome, *_ in self.changes if outcome != "same output"}
             if len(drifted) > 1:
@@ -364,6 +367,10 @@ def summary_of(state: TestState, report: pytest.TestReport) -> dict[str, Any]:
             }
             for c in state.fingerprint_changes
         ],
+        # A `live` run's refresh command is `rerecord` for a test that has a recording (options.refresh_mode).
+        "has_recording": bool(state.fingerprint_changes)
+        and state.recording is not None
+        and state.recording.path.is_file(),
         "unpinned": sum(1 for c in state.calls if not c.pinned),
         "no_seed": sum(1 for c in state.calls if c.pinned and is_responses(c.endpoint)),
         "repeat": [f.as_dict() for f in state.repeat_figures],

@@ -39,7 +39,7 @@ from pytest_seedrepro.calls import Call, from_threads, in_files_order
 from pytest_seedrepro.decision import Verdict
 from pytest_seedrepro.files import UnreadableFile
 from pytest_seedrepro.judgement import FingerprintChange
-from pytest_seedrepro.options import POLICIES, refresh_command
+from pytest_seedrepro.options import POLICIES, refresh_command, refresh_mode
 from pytest_seedrepro.report import divergence_view
 from pytest_seedrepro.session import RUN_STATE, TEST_STATE, TestState
 from pytest_seedrepro.warnings import SeedReproFingerprintWarning
@@ -245,8 +245,11 @@ def _judge(
         return
     if divergence.kind != "backend":
         state.verdict = "regression"  # nothing is written; the snapshot is kept as it is
-        # The mode in use: without it a `live` suite's command would replay, with no recording.
+        # The mode in use: without it a `live` suite's command would replay, with no recording;
+        # a test that has one is refreshed with it (options.refresh_mode).
         mode = item.config.stash[RUN_STATE].settings.mode
+        if mode == "live":
+            mode = refresh_mode(mode, _has_recording(state))
         pytest.fail(
             f"seedrepro: {nodeid}: {divergence.message}\n"
             f"If the new output is right: pytest --seedrepro-mode={mode} --snapshot-update '{nodeid}'",
@@ -257,12 +260,18 @@ def _judge(
     change.outcome = _policy(item, state, change, ordered[divergence.position])
     state.verdict = _DRIFTS[change.outcome]
     state.fingerprint_changes.append(change)
-    message = _change_message(nodeid, change, found.consequences, item.config.stash[RUN_STATE].settings.mode)
+    mode = refresh_mode(item.config.stash[RUN_STATE].settings.mode, _has_recording(state))
+    message = _change_message(nodeid, change, found.consequences, mode)
     if change.outcome == "fail":
         pytest.fail(message, pytrace=False)
     if change.outcome == "skip":
         pytest.skip(message)
     warnings.warn(SeedReproFingerprintWarning(message), stacklevel=1)
+
+
+def _has_recording(state: TestState) -> bool:
+    """The test has a recording on disk (one a ``live`` run neither reads nor writes)."""
+    return state.recording is not None and state.recording.path.is_file()
 
 
 _DRIFTS: dict[str, Verdict] = {"skip": "drift-skip", "warn": "drift-warn", "fail": "drift-fail"}
