@@ -176,6 +176,7 @@ def _finish(
     state.outcomes = {"setup": setup.outcome, "teardown": teardown.outcome}
     if call is not None:
         state.outcomes["call"] = call.outcome
+        report.point_skip_at_test(item, state, call)
         call.seedrepro = report.summary_of(state, call)  # type: ignore[attr-defined]
     writes.finish(item, teardown)
     del item.stash[TEST_STATE]

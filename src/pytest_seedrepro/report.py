@@ -320,11 +320,15 @@ def annotate_report(item: pytest.Item, report: pytest.TestReport) -> None:
         report.longrepr = "\n".join(state.problems)
     elif report.failed and state.problems:
         _name_broken_calls(report, state.problems)
+    point_skip_at_test(item, state, report)
+    report.seedrepro = summary_of(state, report)  # type: ignore[attr-defined]
+
+
+def point_skip_at_test(item: pytest.Item, state: TestState, report: pytest.TestReport) -> None:
+    """A skip for a backend change shows the test's location, not verdict.py's, which raised it."""
     if report.skipped and state.verdict == "drift-skip" and isinstance(report.longrepr, tuple):
-        # Point the skip at the test, not at verdict.py, which raised it.
         _, line, _ = item.location
         report.longrepr = (str(item.path), (line or 0) + 1, report.longrepr[2])
-    report.seedrepro = summary_of(state, report)  # type: ignore[attr-defined]
 
 
 def _name_broken_calls(report: pytest.TestReport, problems: list[str]) -> None:
