@@ -15,6 +15,7 @@ import http.client
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -715,12 +716,26 @@ def test_meet_next_holds_requests_sent_together_and_the_log_shows_them_overlap(
 def test_latency_delays_answers_and_requests_sent_one_at_a_time_never_overlap(
     llm_server: LLMServer, client: openai.OpenAI, stream: bool
 ) -> None:
-    llm_server.latency = 0.05
-    for seed in range(3):
+    def ask(seed: int) -> None:
         if stream:
             list(client.chat.completions.create(model=MODEL, messages=MESSAGES, seed=seed, stream=True))
         else:
             chat_text(client, seed=seed)
+
+    # A delayed answer is still unfinished once its request has arrived (1 s: no race with the check).
+    llm_server.latency = 1.0
+    asking = threading.Thread(target=ask, args=(0,))
+    asking.start()
+    deadline = time.monotonic() + 30  # a hang guard, not a timing measurement
+    while not llm_server.requests and time.monotonic() < deadline and asking.is_alive():
+        threading.Event().wait(0.01)
+    assert llm_server.requests and llm_server.requests[0].finished is None
+    asking.join(timeout=30)
+    assert llm_server.requests[0].finished is not None
+    llm_server.reset()
+    llm_server.latency = 0.05
+    for seed in range(3):
+        ask(seed)
     first, second, third = llm_server.requests
     assert not first.overlaps(second) and not second.overlaps(third)
     assert [r.arrived < (r.finished or 0) for r in (first, second, third)] == [True] * 3
@@ -749,7 +764,10 @@ def test_stop_wakes_requests_waiting_to_meet(llm_server: LLMServer) -> None:
 
         caller = threading.Thread(target=call)
         caller.start()
+        deadline = time.monotonic() + 30  # a hang guard, not a timing measurement
         while not llm_server.requests:
+            if time.monotonic() > deadline or not caller.is_alive():
+                pytest.fail(f"the request never reached the server: {errors}")
             threading.Event().wait(0.01)
         stopper = threading.Thread(target=llm_server.stop)
         stopper.start()

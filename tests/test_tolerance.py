@@ -109,6 +109,19 @@ def test_tolerance_score_fixed_points(expected: str, actual: str, score: float) 
     assert judgement.tolerance_score(expected, actual, difflib_similarity) == score
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "ratio"),
+    [
+        ("abcd", "abce", 0.75),  # 2 x 3 characters in common / 8 characters
+        ("abc", "abc", 1.0),
+        ("abc", "xyz", 0.0),
+        ("one two", "one six", 2 * 4 / 14),  # "one " and nothing else
+    ],
+)
+def test_difflib_similarity_is_the_ratio_of_characters_in_common(a: str, b: str, ratio: float) -> None:
+    assert difflib_similarity(a, b) == pytest.approx(ratio)
+
+
 def test_tolerance_score_is_the_similarity_of_the_texts_otherwise() -> None:
     old, new = "one two three four five", "one two three four six"
     assert judgement.tolerance_score(old, new, difflib_similarity) == difflib_similarity(old, new)
@@ -345,9 +358,9 @@ def test_structured_output_is_compared_as_parsed_json(suite: pytest.Pytester, ll
     )
     suite.runpytest(LIVE, "--snapshot-update").assert_outcomes(passed=1)
     before = files(suite)
-    # The same JSON, laid out anew and its keys reordered: equal, even at 1.0.
     llm_server.edit_content = lambda text: json.dumps({"extra": 1, **json.loads(text)}, indent=2)
     suite.runpytest(LIVE).assert_outcomes(failed=1)  # another value: not equal
+    # The same JSON, laid out anew and its keys reordered: equal, even at 1.0.
     llm_server.edit_content = lambda text: json.dumps(dict(reversed(json.loads(text).items())), indent=2)
     result = suite.runpytest(LIVE)
     result.assert_outcomes(passed=1)
